@@ -1,0 +1,1 @@
+"""Testbed: what RL adds on top of imitation learning."""

@@ -1,0 +1,150 @@
+"""Behaviour cloning into the SB3 ActorCriticPolicy that PPO fine-tunes (same object, so handoff is exact)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from stable_baselines3.common.policies import ActorCriticPolicy
+from tqdm.auto import tqdm
+
+from testbed.config import BCConfig
+from testbed.demonstrations import Demonstrations
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BCResult:
+    """What behaviour cloning did, for the results file and the compute accounting."""
+
+    samples: int  # training samples processed (grad_steps x batch, last batches may be short)
+    grad_steps: int
+    train_transitions: int
+    val_transitions: int
+    train_loss: float  # NLL of the last logged window
+    val_loss: float  # held-out NLL at the end
+    val_agreement: float  # held-out fraction of deterministic actions equal to the demonstrated ones
+    wall_s: float
+    curve: list[dict[str, float]] = field(default_factory=list)  # bc/... rows against bc/samples
+
+
+def actor_parameters(policy: ActorCriticPolicy) -> list[torch.nn.Parameter]:
+    """The parameters BC trains: actor body, action head and (continuous) log_std; never the critic."""
+    params = list(policy.mlp_extractor.policy_net.parameters()) + list(policy.action_net.parameters())
+    if isinstance(getattr(policy, "log_std", None), torch.nn.Parameter):
+        params.append(policy.log_std)
+    params += list(policy.pi_features_extractor.parameters())
+    return params
+
+
+def split(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Shuffled train and held-out index arrays (at least one held-out transition)."""
+    perm = np.random.default_rng(seed).permutation(n)
+    n_val = max(1, int(round(n * val_fraction)))
+    return perm[n_val:], perm[:n_val]
+
+
+def to_tensors(policy: ActorCriticPolicy, demos: Demonstrations) -> tuple[torch.Tensor, torch.Tensor]:
+    obs, _ = policy.obs_to_tensor(demos.observations)
+    actions = torch.as_tensor(demos.actions, device=policy.device)
+    return obs, actions  # type: ignore[return-value]
+
+
+def nll_and_entropy(
+    policy: ActorCriticPolicy, obs: torch.Tensor, actions: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean negative log-likelihood of `actions` and mean entropy of the policy at `obs`."""
+    dist = policy.get_distribution(obs)
+    entropy = dist.entropy()
+    assert entropy is not None  # every SB3 distribution of a PPO policy has a closed-form entropy
+    return -dist.log_prob(actions).mean(), entropy.mean()
+
+
+@torch.no_grad()
+def agreement(policy: ActorCriticPolicy, obs: torch.Tensor, actions: torch.Tensor) -> float:
+    """Fraction of states where the deterministic action equals the demonstrated one (discrete actions)."""
+    pred = policy.get_distribution(obs).mode()
+    if pred.dtype.is_floating_point:  # continuous: within 5% of the action range counts as agreeing
+        span = torch.as_tensor(policy.action_space.high - policy.action_space.low)  # type: ignore[attr-defined]
+        return float(((pred - actions).abs() <= 0.05 * span).all(dim=-1).float().mean())
+    return float((pred == actions.reshape(pred.shape)).float().mean())
+
+
+def train_bc(
+    policy: ActorCriticPolicy, demos: Demonstrations, cfg: BCConfig, seed: int, progress: bool = True
+) -> BCResult:
+    """Fit the actor to the demonstrations by NLL (+ optional entropy bonus and L2), in place.
+
+    1. Hold out `val_fraction` of the transitions.
+    2. Each step takes the next slice of a per-epoch permutation of the training tensors (no DataLoader:
+       indexing a tensor is much faster than collating samples one by one).
+    3. Adam on the actor's parameters only; the critic is left for PPO.
+    """
+    start = time.perf_counter()
+    obs, actions = to_tensors(policy, demos)
+    train_idx, val_idx = split(len(actions), cfg.val_fraction, seed)
+    x_tr, y_tr = obs[train_idx], actions[train_idx]
+    x_val, y_val = obs[val_idx], actions[val_idx]
+    params = actor_parameters(policy)
+    optimizer = torch.optim.Adam(params, lr=cfg.lr)
+    generator = torch.Generator().manual_seed(seed)
+    policy.set_training_mode(True)
+    n, batch = len(y_tr), min(cfg.batch_size, len(y_tr))
+    perm, cursor, samples, window, curve = torch.randperm(n, generator=generator), 0, 0, [], []
+    bar = tqdm(range(cfg.grad_steps), desc="bc", disable=not (progress and sys.stderr.isatty()))
+    for step in bar:
+        if cursor + batch > n:  # next epoch
+            perm, cursor = torch.randperm(n, generator=generator), 0
+        idx = perm[cursor : cursor + batch]
+        cursor += batch
+        nll, entropy = nll_and_entropy(policy, x_tr[idx], y_tr[idx])
+        loss = nll - cfg.ent_coef * entropy
+        if cfg.l2_coef:
+            loss = loss + cfg.l2_coef * sum((p**2).sum() for p in params)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        samples += len(idx)
+        window.append(nll.item())
+        if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.grad_steps:
+            curve.append(
+                {
+                    "bc/samples": samples,
+                    "bc/grad_steps": step + 1,
+                    "bc/train_nll": float(np.mean(window)),
+                    "bc/entropy": entropy.item(),
+                    "bc/val_nll": _val_nll(policy, x_val, y_val),
+                }
+            )
+            window = []
+    policy.set_training_mode(False)
+    result = BCResult(
+        samples=samples,
+        grad_steps=cfg.grad_steps,
+        train_transitions=n,
+        val_transitions=len(val_idx),
+        train_loss=curve[-1]["bc/train_nll"] if curve else float("nan"),
+        val_loss=_val_nll(policy, x_val, y_val),
+        val_agreement=agreement(policy, x_val, y_val),
+        wall_s=time.perf_counter() - start,
+        curve=curve,
+    )
+    log.info(
+        "bc: %d steps, %d samples, val NLL %.3f, val agreement %.3f in %.1f s",
+        result.grad_steps,
+        result.samples,
+        result.val_loss,
+        result.val_agreement,
+        result.wall_s,
+    )
+    return result
+
+
+@torch.no_grad()
+def _val_nll(policy: ActorCriticPolicy, obs: torch.Tensor, actions: torch.Tensor) -> float:
+    return float(nll_and_entropy(policy, obs, actions)[0])

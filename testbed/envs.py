@@ -1,0 +1,90 @@
+"""Make (vector) envs from an env config, with the testbed's observation wrappers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import gymnasium as gym
+import numpy as np
+from stable_baselines3.common.monitor import Monitor
+from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
+
+from testbed.config import EnvConfig
+
+# Observation components that are velocities, per env id (masked for partial observability).
+VELOCITY_INDICES: dict[str, list[int]] = {
+    "CartPole-v1": [1, 3],  # cart velocity, pole angular velocity
+    "Pendulum-v1": [2],  # angular velocity
+    "LunarLander-v3": [2, 3, 5],  # vx, vy, angular velocity
+}
+
+# Seed ranges keep training, demonstration and evaluation episodes disjoint.
+TRAIN_SEED_BASE = 0
+DEMO_SEED_BASE = 1_000_000
+EVAL_SEED_BASE = 2_000_000
+
+
+class VelocityMask(gym.ObservationWrapper):
+    """Zero the velocity components of the observation (the shape stays, the information goes)."""
+
+    def __init__(self, env: gym.Env, indices: list[int]):
+        super().__init__(env)
+        self.indices = np.asarray(indices, dtype=int)
+        space = env.observation_space
+        assert isinstance(space, gym.spaces.Box)
+        low, high = space.low.copy(), space.high.copy()
+        low[self.indices], high[self.indices] = 0.0, 0.0
+        self.observation_space = gym.spaces.Box(low, high, dtype=space.dtype)  # type: ignore[arg-type]
+
+    def observation(self, observation: np.ndarray) -> np.ndarray:
+        observation = np.array(observation, copy=True)
+        observation[self.indices] = 0.0
+        return observation
+
+
+def _minigrid_flat(env: gym.Env) -> gym.Env:
+    from minigrid.wrappers import ImgObsWrapper
+
+    # The 7x7x3 egocentric view, flattened to 147 integers: an MLP-sized observation.
+    return gym.wrappers.FlattenObservation(ImgObsWrapper(env))
+
+
+WRAPPERS: dict[str, Callable[[gym.Env], gym.Env]] = {"minigrid_flat": _minigrid_flat}
+
+
+def _register_extra_envs() -> None:
+    # MiniGrid registers its ids on import.
+    import minigrid  # noqa: F401
+
+
+def check_env_id(env_id: str) -> None:
+    """Fail early, naming the id, when gymnasium does not know it."""
+    _register_extra_envs()
+    if env_id not in gym.registry:
+        close = [k for k in gym.registry if k.lower().startswith(env_id.split("-")[0].lower()[:4])][:5]
+        hint = f" Did you mean one of {close}?" if close else ""
+        raise ValueError(f"Unknown env id '{env_id}' (env.id): gymnasium has no such environment.{hint}")
+
+
+def make_env(cfg: EnvConfig) -> gym.Env:
+    """One env with the configured wrappers (unseeded: seed it through reset)."""
+    check_env_id(cfg.id)
+    kwargs: dict = {"max_episode_steps": cfg.max_episode_steps} if cfg.max_episode_steps else {}
+    env = gym.make(cfg.id, **kwargs)
+    if cfg.wrapper is not None:
+        if cfg.wrapper not in WRAPPERS:
+            raise ValueError(f"Unknown env.wrapper '{cfg.wrapper}'; known: {sorted(WRAPPERS)}")
+        env = WRAPPERS[cfg.wrapper](env)
+    if cfg.mask_velocity:
+        if cfg.id not in VELOCITY_INDICES:
+            raise ValueError(f"env.mask_velocity: no velocity components known for '{cfg.id}'")
+        env = VelocityMask(env, VELOCITY_INDICES[cfg.id])
+    return env
+
+
+def make_vec_env(cfg: EnvConfig, seed: int, n_envs: int | None = None) -> VecEnv:
+    """A DummyVecEnv of `n_envs` copies whose first resets use seeds seed, seed+1, ..."""
+    n = n_envs or cfg.n_envs
+    vec = DummyVecEnv([lambda: Monitor(make_env(cfg)) for _ in range(n)])
+    vec.seed(TRAIN_SEED_BASE + seed)
+    return vec

@@ -1,0 +1,114 @@
+"""Capability on fixed evaluation seeds: returns, normalized score and success rate."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from testbed.config import EnvConfig
+from testbed.envs import EVAL_SEED_BASE, make_env
+
+# Maps a batch of observations (n, *obs_shape) to a batch of actions.
+ActFn = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Capability:
+    """Capability of one policy over the evaluation episodes."""
+
+    returns: np.ndarray  # (episodes,) undiscounted episodic returns
+    lengths: np.ndarray  # (episodes,) episode lengths in env steps
+    success_rate: float | None  # fraction of episodes with return >= env.success_return; None if undefined
+
+    @property
+    def mean(self) -> float:
+        return float(self.returns.mean())
+
+    @property
+    def std(self) -> float:
+        return float(self.returns.std())
+
+    def row(self, random_return: float, expert_return: float) -> dict[str, float | None]:
+        """The `eval/...` columns of a checkpoint row."""
+        return {
+            "eval/return_mean": self.mean,
+            "eval/return_std": self.std,
+            "eval/normalized_score": normalized_score(self.mean, random_return, expert_return),
+            "eval/success_rate": self.success_rate,
+            "eval/episodes": int(len(self.returns)),
+            "eval/env_steps": int(self.lengths.sum()),
+        }
+
+
+def normalized_score(ret: float, random_return: float, expert_return: float) -> float:
+    """0 = the random policy, 1 = the expert."""
+    return float((ret - random_return) / (expert_return - random_return))
+
+
+def eval_seeds(episodes: int, seed: int = 0) -> list[int]:
+    """Episode seeds for evaluation: fixed, and disjoint from training and demonstration seeds."""
+    return [EVAL_SEED_BASE + 10_000 * seed + i for i in range(episodes)]
+
+
+def run_episodes(cfg: EnvConfig, act: ActFn, seeds: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Run one episode per seed, all envs stepped together so the policy sees one batch per step."""
+    envs = [make_env(cfg) for _ in seeds]
+    obs = [env.reset(seed=s)[0] for env, s in zip(envs, seeds, strict=True)]
+    returns = np.zeros(len(seeds))
+    lengths = np.zeros(len(seeds), dtype=int)
+    alive = list(range(len(seeds)))
+    while alive:
+        actions = act(np.stack([obs[i] for i in alive]))
+        still = []
+        for i, action in zip(alive, actions, strict=True):
+            obs[i], reward, terminated, truncated, _ = envs[i].step(action)
+            returns[i] += float(reward)
+            lengths[i] += 1
+            if not (terminated or truncated):
+                still.append(i)
+        alive = still
+    for env in envs:
+        env.close()
+    return returns, lengths
+
+
+def evaluate(cfg: EnvConfig, act: ActFn, episodes: int, seed: int = 0) -> Capability:
+    """Capability of `act` over `episodes` fixed evaluation episodes."""
+    returns, lengths = run_episodes(cfg, act, eval_seeds(episodes, seed))
+    success = None if cfg.success_return is None else float(np.mean(returns >= cfg.success_return))
+    return Capability(returns=returns, lengths=lengths, success_rate=success)
+
+
+def policy_act(policy, deterministic: bool = True) -> ActFn:  # type: ignore[no-untyped-def]
+    """Wrap an SB3 policy (or model) as a batched act function."""
+    return lambda obs: policy.predict(obs, deterministic=deterministic)[0]
+
+
+def random_act(cfg: EnvConfig, seed: int = 0) -> ActFn:
+    """A uniformly random policy with its own seeded action space."""
+    space = make_env(cfg).action_space
+    space.seed(seed)
+    return lambda obs: np.stack([space.sample() for _ in range(len(obs))])
+
+
+def reference_returns(cfg, expert_return: float) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    """The normalized score's 0 (random policy, measured once per env and cached) and 1 (the expert)."""
+    from pathlib import Path
+
+    from testbed.cache import atomic_write_json, content_hash, locked, read_json
+    from testbed.expert import env_key_fields
+
+    key = content_hash({"env": env_key_fields(cfg.env), "episodes": cfg.eval.episodes, "seed": cfg.eval.seed})
+    path = Path(cfg.cache_dir) / "references" / f"{cfg.env.name}-random-{key[:16]}.json"
+    with locked(path):
+        if not path.exists():
+            cap = evaluate(cfg.env, random_act(cfg.env, seed=cfg.eval.seed), cfg.eval.episodes, cfg.eval.seed)
+            atomic_write_json(path, {"random_return": cap.mean, "random_return_std": cap.std})
+        random = read_json(path)
+    return {
+        "random_return": random["random_return"],
+        "random_return_std": random["random_return_std"],
+        "expert_return": expert_return,
+    }

@@ -1,0 +1,47 @@
+"""Build the SB3 PPO agent that the expert, BC and fine-tuning stages all share."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import torch
+from stable_baselines3 import PPO
+from stable_baselines3.common.vec_env import VecEnv
+
+from testbed.config import EnvConfig
+
+ACTIVATIONS: dict[str, type[torch.nn.Module]] = {"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU}
+# Keys env.ppo may not set: the testbed owns them.
+_RESERVED = {"policy", "env", "seed", "policy_kwargs", "verbose", "device", "tensorboard_log", "_init_setup_model"}
+
+
+def check_ppo_kwargs(cfg: EnvConfig) -> None:
+    """Fail at startup, naming the key, if env.ppo holds something SB3's PPO would reject."""
+    allowed = set(inspect.signature(PPO.__init__).parameters) - _RESERVED - {"self"}
+    unknown = sorted(set(cfg.ppo) - allowed)
+    if unknown:
+        raise ValueError(
+            f"env.ppo has unknown PPO argument(s) {unknown} for env '{cfg.name}'; known: {sorted(allowed)}"
+        )
+    for key in ("learning_rate", "clip_range"):
+        if key in cfg.ppo and not isinstance(cfg.ppo[key], int | float):
+            # A schedule would tie the learning rate to the total budget (see finetune.py).
+            raise ValueError(f"env.ppo.{key} must be a constant number, got {cfg.ppo[key]!r}")
+    if cfg.activation not in ACTIVATIONS:
+        raise ValueError(f"env.activation '{cfg.activation}' is not one of {sorted(ACTIVATIONS)}")
+
+
+def policy_kwargs(cfg: EnvConfig) -> dict[str, Any]:
+    # Separate actor and critic networks of the same widths, so BC never touches the critic.
+    return {
+        "net_arch": {"pi": list(cfg.net_arch), "vf": list(cfg.net_arch)},
+        "activation_fn": ACTIVATIONS[cfg.activation],
+    }
+
+
+def build_ppo(cfg: EnvConfig, venv: VecEnv, seed: int, **overrides: Any) -> PPO:
+    """A PPO agent on `venv` with the env's hyperparameters (and any overrides), on the CPU."""
+    check_ppo_kwargs(cfg)
+    kwargs = {**cfg.ppo, **overrides}
+    return PPO("MlpPolicy", venv, seed=seed, policy_kwargs=policy_kwargs(cfg), device="cpu", verbose=0, **kwargs)

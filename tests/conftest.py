@@ -1,0 +1,40 @@
+"""Shared fixtures: compose configs the way the CLI does, with one expert cache per test session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from testbed.config import register_configs
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+register_configs()
+torch.set_num_threads(1)
+
+
+def make_cfg(*overrides: str) -> DictConfig:
+    """Compose conf/config.yaml with overrides, exactly as `python -m testbed.cli` would."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One cache for the session, so the fast expert is trained once and shared by every test."""
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture
+def fast_cfg(cache_dir: Path, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A factory of fast CartPole configs writing into this test's own folder."""
+
+    def factory(*overrides: str) -> DictConfig:
+        return make_cfg(
+            "env=cartpole", "debug=fast", f"cache_dir={cache_dir}", f"output_dir={tmp_path / 'job'}", *overrides
+        )
+
+    return factory
