@@ -1,0 +1,277 @@
+"""Drift of a policy against its BC snapshot: (bc policy, current policy, probe states) -> metric dict."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.distributions import Distribution
+from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.common.preprocessing import preprocess_obs
+from torch import nn
+from torch.distributions import kl_divergence
+
+TOLERANCES: tuple[float, ...] = (1e-8, 1e-6, 1e-4)
+"""Absolute tolerances for update sparsity: a parameter counts as unchanged when |w - w_bc| <= tol."""
+
+AGREEMENT_RTOL = 1e-3
+"""Continuous actions agree when every dim differs by at most this fraction of the action range."""
+
+# SB3 parameter-name prefix -> (side, layer-name prefix). The critic is reported apart because BC never
+# trains it. SB3 calls both the critic body and its head "value_net", so the head is renamed.
+_GROUPS: tuple[tuple[str, str, str], ...] = (
+    ("mlp_extractor.policy_net.", "actor", "policy_net."),
+    ("mlp_extractor.value_net.", "critic", "value_net."),
+    ("action_net", "actor", "action_net"),
+    ("value_net", "critic", "value_net_head"),
+    ("log_std", "actor", "log_std"),
+    # A shared features extractor is listed once under "features_extractor"; BC trains it with the actor.
+    ("features_extractor.", "actor", "features_extractor."),
+    ("pi_features_extractor.", "actor", "features_extractor."),
+    ("vf_features_extractor.", "critic", "features_extractor."),
+)
+
+
+# ---------------------------------------------------------------------------------------------- weights
+
+
+def _layer_of(param_name: str) -> str:
+    """Layer group of an SB3 parameter: 'mlp_extractor.policy_net.0.weight' -> 'actor/policy_net.0'."""
+    for prefix, side, renamed in _GROUPS:
+        if param_name.startswith(prefix):
+            rest = param_name[len(prefix) :]
+            module = rest.rsplit(".", 1)[0] if "." in rest else ""
+            return f"{side}/{renamed}{module}"
+    return "other/" + param_name.rsplit(".", 1)[0]
+
+
+def _group_params(policy: nn.Module) -> dict[str, list[tuple[str, th.Tensor]]]:
+    """Parameters grouped by layer, in module order."""
+    groups: dict[str, list[tuple[str, th.Tensor]]] = {}
+    for name, param in policy.named_parameters():
+        groups.setdefault(_layer_of(name), []).append((name, param.detach()))
+    return groups
+
+
+def effective_rank(delta: th.Tensor) -> float:
+    """Roy & Vetterli (2007) effective rank: exp(entropy of normalised singular values); 0 if all zero."""
+    s = th.linalg.svdvals(delta.double())
+    total = s.sum()
+    if total <= 0:
+        return 0.0
+    p = s / total
+    p = p[p > 0]
+    return float(th.exp(-(p * p.log()).sum()))
+
+
+def _vector_metrics(w_bc: th.Tensor, w: th.Tensor, tolerances: Sequence[float]) -> dict[str, float]:
+    """Relative change, cosine similarity and sparsity of the flat update w - w_bc."""
+    w_bc, w = w_bc.double(), w.double()
+    delta = w - w_bc
+    n_bc, n_cur, n_delta = float(w_bc.norm()), float(w.norm()), float(delta.norm())
+    out: dict[str, float] = {}
+    # Zero reference norms (e.g. a fresh log_std) make the ratios undefined unless nothing moved.
+    if n_bc > 0:
+        out["rel_change"] = n_delta / n_bc
+    else:
+        out["rel_change"] = 0.0 if n_delta == 0 else math.nan
+    if n_bc > 0 and n_cur > 0:
+        out["cosine"] = float(th.dot(w_bc, w)) / (n_bc * n_cur)
+    else:
+        out["cosine"] = 1.0 if n_delta == 0 else math.nan
+    for tol in tolerances:
+        out[f"sparsity@{tol:.0e}"] = float((delta.abs() <= tol).double().mean())
+    return out
+
+
+def weight_drift(bc: nn.Module, cur: nn.Module, tolerances: Sequence[float] = TOLERANCES) -> dict[str, float]:
+    """Weight drift per layer and for `actor`, `critic` and `all`, as `drift/weights/<group>/<metric>`.
+
+    Metrics: `rel_change` = ||W - W_bc|| / ||W_bc||, `cosine` of the flattened parameters, `sparsity@<tol>`
+    = fraction of parameters with |W - W_bc| <= tol (absolute tolerance), and per layer `eff_rank` of the
+    2-D weight update (layers without a 2-D weight, such as log_std, have none).
+    """
+    bc_groups, cur_groups = _group_params(bc), _group_params(cur)
+    if bc_groups.keys() != cur_groups.keys():
+        raise ValueError(f"policies differ in layers: {sorted(bc_groups)} vs {sorted(cur_groups)}")
+    metrics: dict[str, float] = {}
+    flat: dict[str, tuple[list[th.Tensor], list[th.Tensor]]] = {
+        "actor": ([], []),
+        "critic": ([], []),
+        "all": ([], []),
+    }
+    for layer, bc_params in bc_groups.items():
+        w_bc = th.cat([p.flatten() for _, p in bc_params])
+        w = th.cat([p.flatten() for _, p in cur_groups[layer]])
+        for key, value in _vector_metrics(w_bc, w, tolerances).items():
+            metrics[f"drift/weights/{layer}/{key}"] = value
+        # 1. Effective rank of the layer's 2-D weight update (a layer has at most one).
+        for (_, p_bc), (_, p) in zip(bc_params, cur_groups[layer], strict=True):
+            if p.dim() == 2:
+                metrics[f"drift/weights/{layer}/eff_rank"] = effective_rank(p.double() - p_bc.double())
+        # 2. Collect the flat vectors for the per-side and overall totals.
+        for side in (layer.split("/", 1)[0], "all"):
+            if side in flat:
+                flat[side][0].append(w_bc)
+                flat[side][1].append(w)
+    for side, (bcs, curs) in flat.items():
+        if bcs:
+            for key, value in _vector_metrics(th.cat(bcs), th.cat(curs), tolerances).items():
+                metrics[f"drift/weights/{side}/{key}"] = value
+    return metrics
+
+
+def layer_table(metrics: Mapping[str, float]) -> list[dict[str, float | str]]:
+    """One row per layer (layer, rel_change, cosine, sparsity@tol..., eff_rank) from `weight_drift` output."""
+    rows: dict[str, dict[str, float | str]] = {}
+    for key, value in metrics.items():
+        if not key.startswith("drift/weights/"):
+            continue
+        group, metric = key[len("drift/weights/") :].rsplit("/", 1)
+        if "/" not in group:  # actor / critic / all totals are not layers
+            continue
+        rows.setdefault(group, {"layer": group})[metric] = value
+    return list(rows.values())
+
+
+# ------------------------------------------------------------------------------------- representations
+
+
+def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
+    """Linear CKA (Kornblith et al. 2019) of two (n_samples, n_features) activation matrices, in float64.
+
+    Returns nan when either matrix is constant over samples (nothing to compare).
+    """
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(f"need the same samples, got {x.shape[0]} and {y.shape[0]} rows")
+    x = x - x.mean(axis=0, keepdims=True)
+    y = y - y.mean(axis=0, keepdims=True)
+    denom = np.linalg.norm(x.T @ x) * np.linalg.norm(y.T @ y)
+    if denom == 0:
+        return math.nan
+    return float(np.linalg.norm(y.T @ x) ** 2 / denom)
+
+
+def _features(policy: ActorCriticPolicy, obs: np.ndarray) -> th.Tensor:
+    """Actor input features for a batch of raw observations."""
+    obs_t, _ = policy.obs_to_tensor(obs)
+    pre = preprocess_obs(obs_t, policy.observation_space, normalize_images=policy.normalize_images)
+    return policy.pi_features_extractor(pre)
+
+
+def hidden_activations(policy: ActorCriticPolicy, obs: np.ndarray) -> dict[str, np.ndarray]:
+    """Actor activations after each activation of `mlp_extractor.policy_net`: {`policy_net.<i>`: (n, d)}."""
+    out: dict[str, np.ndarray] = {}
+    with th.no_grad():
+        h = _features(policy, obs)
+        for i, module in enumerate(policy.mlp_extractor.policy_net):
+            h = module(h)
+            if not isinstance(module, nn.Linear):
+                out[f"policy_net.{i}"] = h.cpu().numpy()
+    return out
+
+
+def representation_drift(
+    bc: ActorCriticPolicy, cur: ActorCriticPolicy, probes: Mapping[str, np.ndarray]
+) -> dict[str, float]:
+    """Linear CKA between BC and current actor activations, as `drift/cka/<probe>/<layer>`."""
+    metrics: dict[str, float] = {}
+    for probe, obs in probes.items():
+        acts_bc, acts = hidden_activations(bc, obs), hidden_activations(cur, obs)
+        for layer, x in acts_bc.items():
+            metrics[f"drift/cka/{probe}/{layer}"] = linear_cka(x, acts[layer])
+    return metrics
+
+
+# ------------------------------------------------------------------------------------------- behaviour
+
+
+def _distribution(policy: ActorCriticPolicy, obs: np.ndarray) -> Distribution:
+    obs_t, _ = policy.obs_to_tensor(obs)
+    return policy.get_distribution(obs_t)
+
+
+def kl_per_state(dist_p: Distribution, dist_q: Distribution) -> th.Tensor:
+    """KL(p || q) per state, summed over action dims (Gaussian) or sub-actions (MultiDiscrete)."""
+    ps, qs = dist_p.distribution, dist_q.distribution
+    if isinstance(ps, list) and isinstance(qs, list):  # MultiCategorical: one Categorical per sub-action
+        return th.stack([kl_divergence(p, q) for p, q in zip(ps, qs, strict=True)], dim=-1).sum(dim=-1)
+    assert not isinstance(ps, list) and not isinstance(qs, list)
+    kl = kl_divergence(ps, qs)
+    return kl.sum(dim=-1) if kl.dim() > 1 else kl
+
+
+def _agreement(space: spaces.Space, a_bc: th.Tensor, a: th.Tensor) -> dict[str, float]:
+    """Fraction of states whose deterministic actions agree; for Box also the mean absolute difference."""
+    if not isinstance(space, spaces.Box):
+        a_bc, a = a_bc.reshape(len(a_bc), -1), a.reshape(len(a), -1)
+        return {"agreement": float((a_bc == a).all(dim=1).double().mean())}
+    # 1. Compare the actions the env would execute: SB3 clips Box actions to the bounds.
+    low, high = (th.as_tensor(b, dtype=a.dtype, device=a.device) for b in (space.low, space.high))
+    a_bc, a = th.clamp(a_bc, low, high), th.clamp(a, low, high)
+    # 2. Tolerance relative to the range; unbounded dims fall back to an absolute tolerance.
+    span = th.where(th.isfinite(high - low), high - low, th.ones_like(low))
+    diff = (a_bc - a).abs()
+    return {
+        "agreement": float((diff <= AGREEMENT_RTOL * span).all(dim=1).double().mean()),
+        "action_abs_diff": float(diff.mean()),
+    }
+
+
+def expert_loglik(policy: ActorCriticPolicy, obs: np.ndarray, actions: np.ndarray) -> float:
+    """Mean log-likelihood of the expert's actions under `policy` (summed over action dims)."""
+    with th.no_grad():
+        dist = _distribution(policy, obs)
+        acts = th.as_tensor(np.asarray(actions), device=policy.device)
+        if isinstance(policy.action_space, spaces.Discrete):
+            acts = acts.reshape(-1)  # SB3's Categorical wants shape (n,)
+        return float(dist.log_prob(acts).double().mean())
+
+
+def behaviour_drift(
+    bc: ActorCriticPolicy,
+    cur: ActorCriticPolicy,
+    probes: Mapping[str, np.ndarray],
+    expert_obs: np.ndarray,
+    expert_actions: np.ndarray,
+) -> dict[str, float]:
+    """Behaviour drift: `drift/kl/<probe>` = mean KL(pi_bc || pi), `drift/agreement/<probe>`, for Box also
+    `drift/action_abs_diff/<probe>`, and `drift/expert_loglik` (current) / `drift/expert_loglik_bc`.
+
+    Agreement is exact equality for discrete actions; for Box actions, clipped to the bounds, every dim must
+    be within AGREEMENT_RTOL of the action range.
+    """
+    metrics: dict[str, float] = {}
+    with th.no_grad():
+        for probe, obs in probes.items():
+            d_bc, d_cur = _distribution(bc, obs), _distribution(cur, obs)
+            metrics[f"drift/kl/{probe}"] = float(kl_per_state(d_bc, d_cur).double().mean())
+            agree = _agreement(cur.action_space, d_bc.mode(), d_cur.mode())
+            for key, value in agree.items():
+                metrics[f"drift/{key}/{probe}"] = value
+    metrics["drift/expert_loglik"] = expert_loglik(cur, expert_obs, expert_actions)
+    metrics["drift/expert_loglik_bc"] = expert_loglik(bc, expert_obs, expert_actions)
+    return metrics
+
+
+# -------------------------------------------------------------------------------------------- snapshot
+
+
+def snapshot(policy: ActorCriticPolicy) -> ActorCriticPolicy:
+    """A frozen copy in eval mode: a fresh policy of the same class and arguments with the same state dict.
+
+    deepcopy fails on SB3 policies that have run a forward pass, hence the rebuild.
+    """
+    # Building a policy draws its init weights; fork the RNG so a snapshot never shifts later seeded draws.
+    with th.random.fork_rng(devices=[]):
+        copy = type(policy)(**policy._get_constructor_parameters())
+    copy.load_state_dict(policy.state_dict())
+    copy.to(policy.device)
+    copy.set_training_mode(False)
+    copy.requires_grad_(False)
+    return copy
