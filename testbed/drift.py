@@ -275,3 +275,42 @@ def snapshot(policy: ActorCriticPolicy) -> ActorCriticPolicy:
     copy.set_training_mode(False)
     copy.requires_grad_(False)
     return copy
+
+
+# ------------------------------------------------------------------------------------------ checkpoint
+
+
+def probe_sample(obs: np.ndarray, size: int, seed: int) -> np.ndarray:
+    """A fixed random subset of `size` states (all of them if fewer), so probes cost the same everywhere."""
+    if len(obs) <= size:
+        return obs
+    idx = np.sort(np.random.default_rng(seed).choice(len(obs), size=size, replace=False))
+    return obs[idx]
+
+
+def drift_table(metrics: Mapping[str, float], probes: Sequence[str]) -> list[dict[str, float | str]]:
+    """`layer_table` plus, for each hidden Linear layer, the CKA of its activation output on every probe."""
+    rows = layer_table(metrics)
+    for row in rows:
+        layer = str(row["layer"])
+        if layer.startswith("actor/policy_net."):
+            # policy_net.<i> is a Linear; its activation output is policy_net.<i+1> in hidden_activations.
+            act = f"policy_net.{int(layer.rsplit('.', 1)[1]) + 1}"
+            for probe in probes:
+                row[f"cka/{probe}"] = metrics.get(f"drift/cka/{probe}/{act}", float("nan"))
+    return rows
+
+
+def checkpoint_drift(
+    bc: ActorCriticPolicy,
+    cur: ActorCriticPolicy,
+    probes: Mapping[str, np.ndarray],
+    expert_obs: np.ndarray,
+    expert_actions: np.ndarray,
+    tolerances: Sequence[float] = TOLERANCES,
+) -> tuple[dict[str, float], list[dict[str, float | str]]]:
+    """Every drift metric of `cur` against the BC snapshot, and the per-layer table."""
+    metrics = weight_drift(bc, cur, tolerances)
+    metrics |= representation_drift(bc, cur, probes)
+    metrics |= behaviour_drift(bc, cur, probes, expert_obs, expert_actions)
+    return metrics, drift_table(metrics, list(probes))

@@ -21,6 +21,7 @@ class Capability:
     returns: np.ndarray  # (episodes,) undiscounted episodic returns
     lengths: np.ndarray  # (episodes,) episode lengths in env steps
     success_rate: float | None  # fraction of episodes with return >= env.success_return; None if undefined
+    visited: np.ndarray  # (steps, *obs_shape) every observation the policy acted on (a probe set for drift)
 
     @property
     def mean(self) -> float:
@@ -43,7 +44,9 @@ class Capability:
 
 
 def normalized_score(ret: float, random_return: float, expert_return: float) -> float:
-    """0 = the random policy, 1 = the expert."""
+    """0 = the random policy, 1 = the expert; NaN when the expert is no better than random (an unchecked expert)."""
+    if expert_return == random_return:
+        return float("nan")
     return float((ret - random_return) / (expert_return - random_return))
 
 
@@ -52,15 +55,21 @@ def eval_seeds(episodes: int, seed: int = 0) -> list[int]:
     return [EVAL_SEED_BASE + 10_000 * seed + i for i in range(episodes)]
 
 
-def run_episodes(cfg: EnvConfig, act: ActFn, seeds: list[int]) -> tuple[np.ndarray, np.ndarray]:
-    """Run one episode per seed, all envs stepped together so the policy sees one batch per step."""
+def run_episodes(cfg: EnvConfig, act: ActFn, seeds: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Run one episode per seed, all envs stepped together so the policy sees one batch per step.
+
+    Returns the episodes' returns and lengths, and every observation acted on.
+    """
     envs = [make_env(cfg) for _ in seeds]
     obs = [env.reset(seed=s)[0] for env, s in zip(envs, seeds, strict=True)]
     returns = np.zeros(len(seeds))
     lengths = np.zeros(len(seeds), dtype=int)
     alive = list(range(len(seeds)))
+    visited = []
     while alive:
-        actions = act(np.stack([obs[i] for i in alive]))
+        batch = np.stack([obs[i] for i in alive])
+        visited.append(batch)
+        actions = act(batch)
         still = []
         for i, action in zip(alive, actions, strict=True):
             obs[i], reward, terminated, truncated, _ = envs[i].step(action)
@@ -71,14 +80,14 @@ def run_episodes(cfg: EnvConfig, act: ActFn, seeds: list[int]) -> tuple[np.ndarr
         alive = still
     for env in envs:
         env.close()
-    return returns, lengths
+    return returns, lengths, np.concatenate(visited)
 
 
 def evaluate(cfg: EnvConfig, act: ActFn, episodes: int, seed: int = 0) -> Capability:
     """Capability of `act` over `episodes` fixed evaluation episodes."""
-    returns, lengths = run_episodes(cfg, act, eval_seeds(episodes, seed))
+    returns, lengths, visited = run_episodes(cfg, act, eval_seeds(episodes, seed))
     success = None if cfg.success_return is None else float(np.mean(returns >= cfg.success_return))
-    return Capability(returns=returns, lengths=lengths, success_rate=success)
+    return Capability(returns=returns, lengths=lengths, success_rate=success, visited=visited)
 
 
 def policy_act(policy, deterministic: bool = True) -> ActFn:  # type: ignore[no-untyped-def]

@@ -13,7 +13,9 @@ from typing import Any
 import torch
 from stable_baselines3 import PPO
 
+from testbed.anchoring import anchor_columns, anchor_flops
 from testbed.bc import actor_parameters
+from testbed.compute import actor_critic_params, rollout_flops, train_flops
 from testbed.config import RLConfig
 
 log = logging.getLogger(__name__)
@@ -29,6 +31,7 @@ class RLCompute:
     env_steps: int  # environment steps collected, warm-up included
     samples: int  # samples passed through PPO's loss (epochs x rollout size)
     grad_steps: int  # optimizer steps
+    flops: int  # rollout forward passes + PPO update passes over epochs (see compute.py)
     wall_s: float  # seconds spent in model.learn
 
 
@@ -49,14 +52,13 @@ def checkpoint_steps(cfg: RLConfig, rollout: int) -> list[int]:
 
 
 def rl_compute(model: PPO, wall_s: float) -> RLCompute:
-    # SB3 adds one to _n_updates per epoch over the rollout buffer.
-    batches = math.ceil(rollout_size(model) / model.batch_size)
-    return RLCompute(
-        env_steps=int(model.num_timesteps),
-        samples=model._n_updates * rollout_size(model),
-        grad_steps=model._n_updates * batches,
-        wall_s=wall_s,
-    )
+    """RL compute so far: SB3 adds one to `_n_updates` per epoch over the rollout buffer."""
+    samples = model._n_updates * rollout_size(model)
+    flops = rollout_flops(model.policy, model.num_timesteps) + train_flops(actor_critic_params(model.policy), samples)
+    flops += anchor_flops(model)  # the anchor's own passes (testbed/anchoring.py), 0 for plain PPO
+    return RLCompute(env_steps=int(model.num_timesteps), samples=samples,
+                     grad_steps=model._n_updates * math.ceil(rollout_size(model) / model.batch_size),
+                     flops=flops, wall_s=wall_s)
 
 
 def set_actor_frozen(model: PPO, frozen: bool) -> None:
@@ -64,8 +66,16 @@ def set_actor_frozen(model: PPO, frozen: bool) -> None:
         p.requires_grad_(not frozen)
 
 
-def finetune(model: PPO, cfg: RLConfig, on_checkpoint: CheckpointFn, progress: bool = True) -> list[dict[str, Any]]:
+def finetune(
+    model: PPO,
+    cfg: RLConfig,
+    on_checkpoint: CheckpointFn,
+    progress: bool = True,
+    on_row: Callable[[dict[str, Any]], None] | None = None,
+) -> list[dict[str, Any]]:
     """Run PPO to the largest budget, calling `on_checkpoint` at every budget; one row per checkpoint.
+
+    `on_checkpoint(rl_steps, model)` returns the row's evaluation columns; `on_row(row)` sees each full row.
 
     1. Critic warm-up: value-only PPO updates with the actor frozen (its steps are counted as compute,
        not as RL budget, since the policy does not change).
@@ -86,7 +96,7 @@ def finetune(model: PPO, cfg: RLConfig, on_checkpoint: CheckpointFn, progress: b
         set_actor_frozen(model, False)
         log.info("rl: critic warm-up %d steps in %.1f s", model.num_timesteps, wall)
     warmup_steps = int(model.num_timesteps)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for target in checkpoint_steps(cfg, rollout_size(model)):
         todo = target - (model.num_timesteps - warmup_steps)
         if todo > 0:
@@ -98,11 +108,36 @@ def finetune(model: PPO, cfg: RLConfig, on_checkpoint: CheckpointFn, progress: b
             "rl_steps": target,
             "compute/rl/warmup_env_steps": warmup_steps,
             **{f"compute/rl/{k}": v for k, v in vars(compute).items()},
+            **anchor_columns(model),
         }
         row.update(on_checkpoint(target, model))
+        if "eval/normalized_score" in row:
+            row |= dip_columns([(r["rl_steps"], r["eval/normalized_score"]) for r in [*rows, row]])
         rows.append(row)
+        if on_row is not None:  # e.g. write the row to results.json as soon as it exists
+            on_row(row)
         log.info("rl: checkpoint at %d steps (%.1f s of PPO so far)", target, wall)
     return rows
+
+
+def dip_columns(scores: list[tuple[int, float]]) -> dict[str, float | int | None]:
+    """The fine-tuning dip so far, from (rl_steps, normalized score) per checkpoint, the first at 0 (the BC level).
+
+    The dip is the first stretch of checkpoints below the BC level; it ends at the first checkpoint back at or
+    above it (no tolerance: compare `rl/dip_depth` with the evaluation noise). Later dips are not counted.
+    `rl/dip_min_normalized`: the lowest score in the dip (the BC level if the score never fell below it);
+    `rl/dip_depth`: BC level minus that; `rl/dip_steps_to_recover`: rl_steps of the checkpoint that ends the
+    dip, 0 if there was none, None while the score is still below the BC level.
+    """
+    base, lowest = scores[0][1], scores[0][1]
+    recovered: int | None = 0
+    for steps, score in scores[1:]:
+        if score < base:
+            lowest, recovered = min(lowest, score), None
+        elif lowest < base:  # back at the BC level after falling below it
+            recovered = steps
+            break
+    return {"rl/dip_min_normalized": lowest, "rl/dip_depth": base - lowest, "rl/dip_steps_to_recover": recovered}
 
 
 @torch.no_grad()

@@ -12,16 +12,22 @@ from omegaconf import DictConfig
 from stable_baselines3 import PPO
 from stable_baselines3.common.utils import set_random_seed
 
+from testbed import tracking
+from testbed.anchoring import attach_anchor, ppo_class
 from testbed.bc import train_bc
 from testbed.cache import file_sha256
+from testbed.compute import StageCompute, actor_params, train_flops
 from testbed.config import Config, validate
-from testbed.demonstrations import get_demonstrations
+from testbed.demonstrations import Demonstrations, get_demonstrations
+from testbed.drift import checkpoint_drift, probe_sample, snapshot
 from testbed.envs import make_vec_env
 from testbed.evaluate import evaluate, policy_act, reference_returns
-from testbed.expert import get_expert
+from testbed.expert import Expert, get_expert
 from testbed.finetune import finetune
 from testbed.policy import build_ppo
 from testbed.results import ResultsFile, format_table, run_name
+from testbed.tracking import Tracker
+from testbed.voting import evaluate_voting
 
 log = logging.getLogger(__name__)
 
@@ -48,66 +54,113 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     """Run one job and return the content of its results.json."""
     setup(cfg)
     results = ResultsFile(output_dir(cfg), cfg)
+    tracker = tracking.start(cfg, results.path.parent, job_type="train")
     try:
-        _run_stages(cfg, results)
+        _run_stages(cfg, results, tracker)
     except BaseException as exc:
         results.fail(exc)
+        tracker.finish(exit_code=1)
         raise
+    tracker.finish(exit_code=0)
+    results.data["timings"]["tracking_s"] = tracker.wall_s
     results.complete()
     print(format_table(results.data))
     return results.data
 
 
-def _run_stages(dcfg: DictConfig, results: ResultsFile) -> None:
+def _run_stages(dcfg: DictConfig, results: ResultsFile, tracker: Tracker) -> None:
     cfg = cast(Config, dcfg)  # a DictConfig validated against the Config schema
-    timings: dict[str, float] = {}
+    expert, refs = expert_stage(cfg, results)
+    demos = demos_stage(cfg, expert, results)
+    model = build_ppo(cfg.env, make_vec_env(cfg.env, cfg.seed), cfg.seed, algo=ppo_class(cfg.rl.anchor))
+    bc_compute = bc_stage(cfg, model, demos, results, tracker)
+    voting_stage(cfg, model, demos, refs, bc_compute, results)
+    rl_stage(cfg, model, demos, refs, bc_compute, results, tracker)
+    tracker.log_summary(results.data)
+    tracker.log_artifacts(results.data["artifacts"])
+
+
+def expert_stage(cfg: Config, results: ResultsFile) -> tuple[Expert, dict[str, float]]:
     start = time.perf_counter()
     expert = get_expert(cfg)
     refs = reference_returns(cfg, expert.return_mean)
-    timings["expert_s"] = time.perf_counter() - start
-    results.update(
-        references=refs,
-        artifacts={"expert": {"path": str(expert.path), "sha256": expert.sha256, "source": expert.source}},
-    )
-    log.info(
-        "expert: %s (%s), return %.1f; random %.1f",
-        expert.path,
-        expert.source,
-        expert.return_mean,
-        refs["random_return"],
-    )
+    results.data["timings"]["expert_s"] = time.perf_counter() - start
+    results.data["artifacts"]["expert"] = {"path": str(expert.path), "sha256": expert.sha256, "source": expert.source}
+    results.update(references=refs)
+    log.info("expert: %s (%s), return %.1f; random %.1f", expert.path, expert.source, expert.return_mean,
+             refs["random_return"])
+    return expert, refs
 
+
+def demos_stage(cfg: Config, expert: Expert, results: ResultsFile) -> Demonstrations:
     start = time.perf_counter()
     demos = get_demonstrations(cfg, expert)
-    timings["demos_s"] = time.perf_counter() - start
-    results.data["artifacts"]["demos"] = {
-        "path": str(demos.path),
-        "sha256": demos.sha256,
-        "episodes": demos.n_episodes,
-        "transitions": demos.n_transitions,
-        "mean_return": demos.mean_return,
-    }
+    results.data["timings"]["demos_s"] = time.perf_counter() - start
+    results.data["artifacts"]["demos"] = {"path": str(demos.path), "sha256": demos.sha256,
+                                          "episodes": demos.n_episodes, "transitions": demos.n_transitions,
+                                          "mean_return": demos.mean_return}
+    results.write()
+    return demos
 
-    model = build_ppo(cfg.env, make_vec_env(cfg.env, cfg.seed), cfg.seed)
-    if cfg.rl.init == "bc":
-        bc = train_bc(model.policy, demos, cfg.bc, cfg.seed, progress=cfg.progress)
-        results.update(bc={k: v for k, v in vars(bc).items() if k != "curve"} | {"curve": bc.curve})
-        timings["bc_s"] = bc.wall_s
-        bc_path = results.path.parent / "bc_policy.pt"
-        torch.save(model.policy.state_dict(), bc_path)
-        results.data["artifacts"]["bc_policy"] = {"path": str(bc_path), "sha256": file_sha256(bc_path)}
+
+def bc_stage(cfg: Config, model: PPO, demos: Demonstrations, results: ResultsFile, tracker: Tracker) -> StageCompute:
+    """Behaviour cloning into the PPO policy (skipped for RL from scratch); returns its compute."""
+    if cfg.rl.init != "bc":
+        return StageCompute()
+    bc = train_bc(model.policy, demos, cfg.bc, cfg.seed, progress=cfg.progress)
+    bc_path = results.path.parent / "bc_policy.pt"
+    torch.save(model.policy.state_dict(), bc_path)
+    results.data["artifacts"]["bc_policy"] = {"path": str(bc_path), "sha256": file_sha256(bc_path)}
+    results.data["timings"]["bc_s"] = bc.wall_s
+    results.update(bc={k: v for k, v in vars(bc).items() if k != "curve"} | {"curve": bc.curve})
+    tracker.log_bc(bc.curve)
+    # BC runs the actor only: forward + backward on every sample.
+    return StageCompute(samples=bc.samples, grad_steps=bc.grad_steps,
+                        flops=train_flops(actor_params(model.policy), bc.samples), wall_s=bc.wall_s)
+
+
+def voting_stage(cfg: Config, model: PPO, demos: Demonstrations, refs: dict[str, float], bc_compute: StageCompute,
+                 results: ResultsFile) -> None:
+    """Sampling-and-voting at the BC policy (`voting.enabled`): results.json `voting`, one row per K."""
+    if not cfg.voting.enabled:
+        return
+    start = time.perf_counter()
+    rows = evaluate_voting(cfg, snapshot(model.policy), demos, refs, bc_compute)
+    results.data["timings"]["voting_s"] = time.perf_counter() - start
+    results.update(voting=rows)
+    log.info("voting (%s): normalized %s at K = %s", cfg.voting.mode,
+             [round(r["eval/normalized_score"], 3) for r in rows], [r["voting/k"] for r in rows])
+
+
+def rl_stage(cfg: Config, model: PPO, demos: Demonstrations, refs: dict[str, float], bc_compute: StageCompute,
+             results: ResultsFile, tracker: Tracker) -> None:
+    """PPO over the budgets; every checkpoint is evaluated and compared with the policy RL started from."""
+    start_policy = snapshot(model.policy)  # the BC snapshot (or the initial weights, from scratch)
+    attach_anchor(model, cfg.rl.anchor, start_policy, demos.observations, cfg.seed)  # no-op for kind none
+    demo_probe = probe_sample(demos.observations, cfg.eval.probe_size, seed=cfg.seed)
 
     def on_checkpoint(rl_steps: int, model: PPO) -> dict[str, Any]:
         t = time.perf_counter()
         cap = evaluate(cfg.env, policy_act(model.policy, cfg.eval.deterministic), cfg.eval.episodes, cfg.eval.seed)
-        row = cap.row(refs["random_return"], refs["expert_return"]) | {"eval/wall_s": time.perf_counter() - t}
-        results.add_checkpoint({"rl_steps": rl_steps, **row})
+        row: dict[str, Any] = cap.row(refs["random_return"], refs["expert_return"]) | {
+            "eval/wall_s": time.perf_counter() - t}
+        if cfg.eval.drift:
+            t = time.perf_counter()
+            probes = {"demo": demo_probe, "visited": probe_sample(cap.visited, cfg.eval.probe_size, seed=cfg.seed)}
+            metrics, table = checkpoint_drift(start_policy, model.policy, probes, demos.observations,
+                                              demos.actions, cfg.eval.sparsity_tols)
+            row |= metrics | {"drift/wall_s": time.perf_counter() - t, "drift_table": table}
+        row |= bc_compute.as_dict("bc") | {"compute/bc/demo_transitions": demos.n_transitions}
         return row
 
+    def on_row(row: dict[str, Any]) -> None:
+        row["compute/total/flops"] = row["compute/bc/flops"] + row["compute/rl/flops"]
+        results.add_checkpoint(row)
+        tracker.log_checkpoint(row)
+
     start = time.perf_counter()
-    rows = finetune(model, cfg.rl, on_checkpoint, progress=cfg.progress)
-    timings["rl_total_s"] = time.perf_counter() - start
-    results.update(checkpoints=rows, timings=timings)
+    finetune(model, cfg.rl, on_checkpoint, progress=cfg.progress, on_row=on_row)
+    results.data["timings"]["rl_total_s"] = time.perf_counter() - start
     final = results.path.parent / "final_model.zip"
     model.save(final)
     results.data["artifacts"]["final_policy"] = {"path": str(final), "sha256": file_sha256(final)}

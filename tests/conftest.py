@@ -33,8 +33,14 @@ def fast_cfg(cache_dir: Path, tmp_path: Path):  # type: ignore[no-untyped-def]
     """A factory of fast CartPole configs writing into this test's own folder."""
 
     def factory(*overrides: str) -> DictConfig:
+        # No wandb run unless a test asks for one (`logger=wandb`): it costs seconds per process.
         return make_cfg(
-            "env=cartpole", "debug=fast", f"cache_dir={cache_dir}", f"output_dir={tmp_path / 'job'}", *overrides
+            "env=cartpole",
+            "debug=fast",
+            "logger=none",
+            f"cache_dir={cache_dir}",
+            f"output_dir={tmp_path / 'job'}",
+            *overrides,
         )
 
     return factory
