@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
+import math
 import sys
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from stable_baselines3.common.distributions import CategoricalDistribution, DiagGaussianDistribution
 from stable_baselines3.common.policies import ActorCriticPolicy
 from tqdm.auto import tqdm
 
@@ -58,11 +61,30 @@ def to_tensors(policy: ActorCriticPolicy, demos: Demonstrations) -> tuple[torch.
 def nll_and_entropy(
     policy: ActorCriticPolicy, obs: torch.Tensor, actions: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean negative log-likelihood of `actions` and mean entropy of the policy at `obs`."""
+    """Mean negative log-likelihood of `actions` and mean entropy of the policy at `obs`.
+
+    Discrete and diagonal-Gaussian actions take a direct path (the same numbers as SB3's distribution classes,
+    checked by a test) because building torch distribution objects dominates the cost of a small BC step;
+    other action spaces (and gSDE) go through SB3's distribution.
+    """
+    features = policy.extract_features(obs, policy.pi_features_extractor)
+    assert isinstance(features, torch.Tensor)  # one extractor for the actor
+    latent = policy.mlp_extractor.forward_actor(features)
+    out = policy.action_net(latent)
+    if isinstance(policy.action_dist, CategoricalDistribution):
+        logp = F.log_softmax(out, dim=-1)
+        entropy = -(logp.exp() * logp).sum(-1)
+        return F.nll_loss(logp, actions.long().reshape(-1)), entropy.mean()
+    if isinstance(policy.action_dist, DiagGaussianDistribution):
+        log_std = policy.log_std.expand_as(out)
+        z = (actions.reshape(out.shape) - out) * torch.exp(-log_std)
+        log_prob = (-0.5 * z**2 - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+        entropy = (0.5 + 0.5 * math.log(2 * math.pi) + log_std).sum(-1)
+        return -log_prob.mean(), entropy.mean()
     dist = policy.get_distribution(obs)
-    entropy = dist.entropy()
-    assert entropy is not None  # every SB3 distribution of a PPO policy has a closed-form entropy
-    return -dist.log_prob(actions).mean(), entropy.mean()
+    sb3_entropy = dist.entropy()
+    assert sb3_entropy is not None  # every SB3 distribution of a PPO policy has a closed-form entropy
+    return -dist.log_prob(actions).mean(), sb3_entropy.mean()
 
 
 @torch.no_grad()
@@ -91,11 +113,13 @@ def train_bc(
     x_tr, y_tr = obs[train_idx], actions[train_idx]
     x_val, y_val = obs[val_idx], actions[val_idx]
     params = actor_parameters(policy)
-    optimizer = torch.optim.Adam(params, lr=cfg.lr)
+    optimizer = torch.optim.Adam(params, lr=cfg.lr, foreach=True)
     generator = torch.Generator().manual_seed(seed)
     policy.set_training_mode(True)
     n, batch = len(y_tr), min(cfg.batch_size, len(y_tr))
     perm, cursor, samples, window, curve = torch.randperm(n, generator=generator), 0, 0, [], []
+    # Plain floats: reading an OmegaConf node on every step costs more than the arithmetic.
+    ent_coef, l2_coef, log_every = float(cfg.ent_coef), float(cfg.l2_coef), int(cfg.log_every)
     bar = tqdm(range(cfg.grad_steps), desc="bc", disable=not (progress and sys.stderr.isatty()))
     for step in bar:
         if cursor + batch > n:  # next epoch
@@ -103,15 +127,15 @@ def train_bc(
         idx = perm[cursor : cursor + batch]
         cursor += batch
         nll, entropy = nll_and_entropy(policy, x_tr[idx], y_tr[idx])
-        loss = nll - cfg.ent_coef * entropy
-        if cfg.l2_coef:
-            loss = loss + cfg.l2_coef * sum((p**2).sum() for p in params)
+        loss = nll - ent_coef * entropy
+        if l2_coef:
+            loss = loss + l2_coef * sum((p**2).sum() for p in params)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         samples += len(idx)
         window.append(nll.item())
-        if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.grad_steps:
+        if (step + 1) % log_every == 0 or step + 1 == cfg.grad_steps:
             curve.append(
                 {
                     "bc/samples": samples,
