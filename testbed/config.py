@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import II, MISSING
 
 
 @dataclass
@@ -21,7 +21,12 @@ class EnvConfig:
     mask_velocity: bool = False  # hide velocity components (partial observability)
     reference_return: float = MISSING  # the expert is rejected below this mean return
     success_return: float | None = None  # an episode succeeds when its return reaches this
-    expert_timesteps: int = 100_000  # PPO steps to train the expert
+    expert_timesteps: int = 100_000  # env steps to train the expert
+    expert_algo: str = "ppo"  # SB3 algorithm of the expert only, "ppo" | "dqn"; BC and fine-tuning are always PPO
+    expert_kwargs: dict[str, Any] = field(default_factory=dict)  # its keyword arguments (a "ppo" expert uses `ppo`)
+    # Per-env defaults of other groups (demos.episodes, rl.budgets interpolate them; overriding those still wins).
+    demo_episodes: int = 2  # few enough that BC stays clearly below the expert
+    rl_budgets: list[int] = field(default_factory=lambda: [0, 10_000, 30_000, 100_000])  # PPO env steps
     # rl-zoo3-style SB3 PPO keyword arguments for this env (expert and fine-tuning share them).
     ppo: dict[str, Any] = field(default_factory=dict)
     net_arch: list[int] = field(default_factory=lambda: [64, 64])
@@ -39,11 +44,25 @@ class ExpertConfig:
 
 
 @dataclass
+class DemoSource:
+    """One more source of episodes mixed into the demonstrations (same seed and determinism as the main one)."""
+
+    episodes: int = MISSING
+    epsilon: float = 0.0  # probability of a uniformly random action
+    expert_quality: float | None = None  # a weaker expert: see DemosConfig.expert_quality
+
+
+@dataclass
 class DemosConfig:
     """Expert demonstrations collected for behaviour cloning."""
 
-    episodes: int = 2
+    episodes: int = II("env.demo_episodes")
     epsilon: float = 0.0  # probability of a uniformly random action (imperfect expert)
+    # A weaker expert: the first training checkpoint whose normalized score (0 random, 1 final expert) on the
+    # expert's evaluation episodes reaches this target; None uses the final expert.
+    expert_quality: float | None = None
+    # Further sources whose episodes are appended to the main ones, e.g. [{episodes: 8, epsilon: 0.5}].
+    mix: list[DemoSource] = field(default_factory=list)
     deterministic: bool = True  # expert acts by its mode, not a sample
     seed: int = 0  # demonstration episodes use seeds disjoint from training and evaluation
 
@@ -53,7 +72,7 @@ class BCConfig:
     """Behaviour cloning into the SB3 ActorCriticPolicy that PPO fine-tunes."""
 
     grad_steps: int = 2000
-    batch_size: int = 256
+    batch_size: int = 1024  # capped at the training set: small demo sets train full-batch
     lr: float = 1e-3
     ent_coef: float = 0.0  # bonus on the policy's entropy
     l2_coef: float = 0.0  # penalty on the squared actor weights
@@ -62,14 +81,43 @@ class BCConfig:
 
 
 @dataclass
+class AnchorConfig:
+    """A term pulling PPO's actor (never the critic) toward the BC policy; see testbed/anchoring.py."""
+
+    # "none" | "bc_kl": KL(pi_bc || pi) on demonstration states | "kickstart": the same KL on the states of
+    # PPO's current rollout minibatch | "ewc": sum_i F_i (theta_bc_i - theta_i)^2, F = diagonal Fisher on demo states
+    kind: str = "none"
+    coef: float = 1.0  # weight of the term in PPO's loss, at the first update after the critic warm-up
+    # "none" | "exp": coef x decay_rate^u at the u-th update (0-based, one update per rollout) |
+    # "linear": coef x max(0, 1 - t / decay_steps), t = RL env steps collected before the update's rollout
+    decay: str = "none"
+    decay_rate: float = 0.99  # multiplicative factor per PPO update ("exp")
+    decay_steps: int = 100_000  # RL env steps until the coefficient reaches 0 ("linear")
+    batch_size: int | None = None  # demonstration states per bc_kl minibatch; None: PPO's batch_size
+    fisher_states: int = 1000  # demonstration states (one sampled action each) for EWC's Fisher
+
+
+@dataclass
 class RLConfig:
     """PPO fine-tuning: from the BC weights or from scratch, evaluated at each budget."""
 
     init: str = "bc"  # "bc" | "scratch"
-    budgets: list[int] = field(default_factory=lambda: [0, 10_000, 30_000, 100_000])
+    budgets: list[int] = II("env.rl_budgets")  # PPO env steps at which to evaluate
     budget: int | None = None  # a single budget (for multirun); overrides `budgets`
     learning_rate: float | None = None  # None keeps env.ppo's; always constant (budget-independent)
     critic_warmup_steps: int = 0  # env steps of value-only updates with the actor frozen
+    anchor: AnchorConfig = field(default_factory=AnchorConfig)  # anchoring the actor to the BC policy
+
+
+@dataclass
+class VotingConfig:
+    """Sampling-and-voting at the BC policy (no RL): K policies act by vote; see testbed/voting.py."""
+
+    enabled: bool = False
+    ks: list[int] = field(default_factory=lambda: [1, 3, 5, 9])  # committee sizes to evaluate
+    # "seeds": K BC policies (the job's own plus K-1 trained with other seeds) vote with their modes |
+    # "samples": K actions sampled from the job's BC policy vote (one forward pass per step)
+    mode: str = "seeds"
 
 
 @dataclass
@@ -79,6 +127,9 @@ class EvalConfig:
     episodes: int = 50
     deterministic: bool = True
     seed: int = 0
+    drift: bool = True  # weight, representation and behaviour drift at every checkpoint
+    probe_size: int = 1000  # states per probe set (demonstration states; states the current policy visits)
+    sparsity_tols: list[float] = field(default_factory=lambda: [1e-8, 1e-6, 1e-4])  # absolute |delta| tolerances
 
 
 @dataclass
@@ -88,8 +139,9 @@ class LoggerConfig:
     backend: str = "none"  # "wandb" | "none"
     project: str = "testbed"
     mode: str = "offline"  # "offline" | "online" | "disabled"; WANDB_MODE overrides
-    group: str | None = None
-    tags: list[str] = field(default_factory=list)
+    group: str | None = None  # None: the sweep folder's name under multirun, else no group
+    tags: list[str] = field(default_factory=list)  # env name and variant are always added
+    dir: str | None = None  # where wandb/ goes; None: the job's output folder
 
 
 @dataclass
@@ -103,6 +155,7 @@ class Config:
     rl: RLConfig = field(default_factory=RLConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
+    voting: VotingConfig = field(default_factory=VotingConfig)
     seed: int = 0
     variant: str = "${rl.init}"  # part of the run identity: env + variant + seed
     cache_dir: str = "${oc.env:TESTBED_CACHE,.cache/testbed}"  # experts, datasets, references
@@ -127,17 +180,21 @@ def register_configs() -> None:
 def validate(cfg: Any) -> None:
     """Checks the schema cannot express, run before any training so a bad job starts nothing."""
     from testbed.envs import check_env_id
+    from testbed.expert import check_expert_kwargs
     from testbed.policy import check_ppo_kwargs
 
     check_env_id(cfg.env.id)
     check_ppo_kwargs(cfg.env)
+    check_expert_kwargs(cfg.env)
     _one_of("rl.init", cfg.rl.init, ("bc", "scratch"))
+    _check_anchor_and_voting(cfg)
     _one_of("logger.backend", cfg.logger.backend, ("wandb", "none"))
     _one_of("logger.mode", cfg.logger.mode, ("offline", "online", "disabled"))
     if any(b < 0 for b in cfg.rl.budgets) or (cfg.rl.budget is not None and cfg.rl.budget < 0):
         raise ValueError(f"rl.budgets must be >= 0, got {list(cfg.rl.budgets)} / rl.budget={cfg.rl.budget}")
-    if not 0.0 <= cfg.demos.epsilon <= 1.0:
-        raise ValueError(f"demos.epsilon must lie in [0, 1], got {cfg.demos.epsilon}")
+    _check_demo_source("demos", cfg.demos)
+    for i, source in enumerate(cfg.demos.mix):
+        _check_demo_source(f"demos.mix[{i}]", source)
     for key, value in (
         ("demos.episodes", cfg.demos.episodes),
         ("eval.episodes", cfg.eval.episodes),
@@ -146,6 +203,28 @@ def validate(cfg: Any) -> None:
     ):
         if value < 1:
             raise ValueError(f"{key} must be >= 1, got {value}")
+
+
+def _check_demo_source(key: str, source: Any) -> None:
+    if not 0.0 <= source.epsilon <= 1.0:
+        raise ValueError(f"{key}.epsilon must lie in [0, 1], got {source.epsilon}")
+    if source.expert_quality is not None and not 0.0 < source.expert_quality <= 1.0:
+        raise ValueError(f"{key}.expert_quality must lie in (0, 1] (a normalized score), got {source.expert_quality}")
+    if source.episodes < 1:
+        raise ValueError(f"{key}.episodes must be >= 1, got {source.episodes}")
+
+
+def _check_anchor_and_voting(cfg: Any) -> None:
+    anchor, voting = cfg.rl.anchor, cfg.voting
+    _one_of("rl.anchor.kind", anchor.kind, ("none", "bc_kl", "kickstart", "ewc"))
+    _one_of("rl.anchor.decay", anchor.decay, ("none", "exp", "linear"))
+    _one_of("voting.mode", voting.mode, ("seeds", "samples"))
+    if anchor.coef < 0 or not 0 < anchor.decay_rate <= 1 or anchor.decay_steps < 1 or anchor.fisher_states < 1:
+        raise ValueError("rl.anchor needs coef >= 0, 0 < decay_rate <= 1, decay_steps >= 1 and fisher_states >= 1")
+    if anchor.kind != "none" and cfg.rl.init != "bc":
+        raise ValueError(f"rl.anchor.kind='{anchor.kind}' anchors to the BC policy and needs rl.init=bc")
+    if voting.enabled and (cfg.rl.init != "bc" or not voting.ks or min(voting.ks) < 1):
+        raise ValueError(f"voting needs rl.init=bc and voting.ks >= 1, got rl.init={cfg.rl.init}, ks={list(voting.ks)}")
 
 
 def _one_of(key: str, value: str, allowed: tuple[str, ...]) -> None:

@@ -1,4 +1,8 @@
-"""Collect expert episodes, store them as a local Minari dataset, and load them back validated."""
+"""Collect expert episodes of controlled quality, store them as a local Minari dataset, load them back validated.
+
+Quality knobs: the number of episodes, epsilon-random actions, a weaker expert (an earlier training checkpoint
+chosen by its normalized score) and mixtures of such sources; every dataset records the returns of its episodes.
+"""
 
 from __future__ import annotations
 
@@ -9,16 +13,17 @@ import tempfile
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
 from testbed.cache import CacheError, atomic_write_json, content_hash, locked, read_json, tree_sha256
-from testbed.config import Config, DemosConfig, EnvConfig
-from testbed.envs import DEMO_SEED_BASE, make_env
-from testbed.expert import Expert, env_key_fields
+from testbed.config import Config, DemosConfig, DemoSource, EnvConfig
+from testbed.envs import DEMO_SEED_BASE, full_observation, hidden_indices, make_env, mask_observation
+from testbed.expert import Expert, env_key_fields, weaker_expert
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +46,9 @@ class Demonstrations:
     path: Path  # the dataset folder (Minari layout: data/main_data.hdf5 + metadata.json)
     sha256: str  # over the dataset's files
     key: str  # cache key: content hash of expert, env and demos config
+    # One dict per source (the main one first, then demos.mix): episodes, epsilon, expert_quality, the expert
+    # actually used (expert_sha256, expert_steps, expert_return) and the mean_return of its own episodes.
+    sources: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def n_transitions(self) -> int:
@@ -55,18 +63,28 @@ class Demonstrations:
         return float(self.returns.mean())
 
 
+def demo_sources(d: DemosConfig) -> list[dict[str, Any]]:
+    """The main source, then those of `d.mix`, in dataset order: {episodes, epsilon, expert_quality}."""
+    specs: list[DemosConfig | DemoSource] = [d, *d.mix]
+    return [
+        {"episodes": int(s.episodes), "epsilon": float(s.epsilon), "expert_quality": s.expert_quality} for s in specs
+    ]
+
+
 def demos_key(cfg: Config, expert: Expert) -> str:
     d: DemosConfig = cfg.demos
-    return content_hash(
-        {
-            "expert": expert.sha256,
-            "env": env_key_fields(cfg.env),
-            "episodes": d.episodes,
-            "epsilon": d.epsilon,
-            "deterministic": d.deterministic,
-            "seed": d.seed,
-        }
-    )
+    fields: dict[str, Any] = {
+        "expert": expert.sha256,
+        "env": env_key_fields(cfg.env),
+        "episodes": d.episodes,
+        "epsilon": d.epsilon,
+        "deterministic": d.deterministic,
+        "seed": d.seed,
+    }
+    if d.expert_quality is not None or d.mix:  # plain datasets keep the keys they had before mixtures
+        # The checkpoint a quality target picks depends on the episodes it was evaluated on.
+        fields |= {"sources": demo_sources(d), "expert_eval_episodes": cfg.expert.eval_episodes}
+    return content_hash(fields)
 
 
 def get_demonstrations(cfg: Config, expert: Expert) -> Demonstrations:
@@ -75,23 +93,73 @@ def get_demonstrations(cfg: Config, expert: Expert) -> Demonstrations:
     folder = Path(cfg.cache_dir) / "datasets" / "testbed" / f"{cfg.env.name}-{key[:16]}-v0"
     with locked(folder):
         if not (folder / "testbed.json").exists():
-            log.info("demos: collecting %d expert episodes (epsilon=%.2f)", cfg.demos.episodes, cfg.demos.epsilon)
-            episodes = collect_episodes(cfg.env, expert, cfg.demos)
-            write_dataset(folder, episodes, cfg.env, key)
+            episodes, sources = collect_sources(cfg, expert)
+            write_dataset(folder, episodes, cfg.env, key, sources)
         return load_dataset(folder, cfg.env)
 
 
-def collect_episodes(env_cfg: EnvConfig, expert: Expert, d: DemosConfig) -> list[dict[str, np.ndarray]]:
-    """Run the expert (with epsilon-random actions) for `d.episodes` episodes on demonstration seeds."""
-    env = make_env(env_cfg)
-    rng = np.random.default_rng(d.seed)
-    env.action_space.seed(d.seed)
-    episodes = []
-    for i in range(d.episodes):
+def collect_sources(cfg: Config, expert: Expert) -> tuple[list[dict[str, np.ndarray]], list[dict[str, Any]]]:
+    """Episodes of every source in dataset order, and what each source was (its expert included).
+
+    Source j's episodes take the demonstration seeds after those of sources 0..j-1, so no start state repeats.
+    """
+    episodes: list[dict[str, np.ndarray]] = []
+    sources = []
+    for j, source in enumerate(demo_sources(cfg.demos)):
+        quality = source["expert_quality"]
+        actor = expert if quality is None else weaker_expert(cfg, expert, quality)
+        log.info(
+            "demos: collecting %d episodes (epsilon=%.2f, expert %s, return %.1f)",
+            source["episodes"],
+            source["epsilon"],
+            actor.path.name,
+            actor.return_mean,
+        )
+        eps = collect_episodes(
+            cfg.env,
+            actor,
+            cfg.demos,
+            episodes=source["episodes"],
+            epsilon=source["epsilon"],
+            first=len(episodes),
+            stream=j,
+        )
+        returns = [float(ep["rewards"].sum()) for ep in eps]
+        sources.append(
+            source
+            | {"expert_sha256": actor.sha256, "expert_steps": actor.steps, "expert_return": actor.return_mean}
+            | {"mean_return": float(np.mean(returns))}
+        )
+        episodes += [ep | {"source": np.asarray(j)} for ep in eps]
+    return episodes, sources
+
+
+def collect_episodes(
+    env_cfg: EnvConfig,
+    expert: Expert,
+    d: DemosConfig,
+    episodes: int | None = None,
+    epsilon: float | None = None,
+    first: int = 0,
+    stream: int = 0,
+) -> list[dict[str, np.ndarray]]:
+    """Run the expert (with epsilon-random actions) on demonstration seeds; `episodes` and `epsilon` default to d's.
+
+    Episodes use seeds first, first+1, ... of the demonstration range; `stream` > 0 gives a mixed-in source its
+    own random numbers for the epsilon choices.
+    """
+    n = d.episodes if episodes is None else episodes
+    epsilon = d.epsilon if epsilon is None else epsilon
+    env = make_env(full_observation(env_cfg))  # the expert acts on the whole state ...
+    hidden = hidden_indices(env_cfg)  # ... and the dataset keeps what the learner sees
+    rng = np.random.default_rng(d.seed if stream == 0 else [d.seed, stream])
+    env.action_space.seed(d.seed if stream == 0 else int(rng.integers(2**31)))
+    out = []
+    for i in range(first, first + n):
         seed = DEMO_SEED_BASE + 10_000 * d.seed + i
         obs, _ = env.reset(seed=seed)
         ep: dict[str, list] = {
-            "observations": [obs],
+            "observations": [mask_observation(obs, hidden)],
             "actions": [],
             "rewards": [],
             "terminations": [],
@@ -100,26 +168,26 @@ def collect_episodes(env_cfg: EnvConfig, expert: Expert, d: DemosConfig) -> list
         done = False
         while not done:
             action, _ = expert.model.predict(obs, deterministic=d.deterministic)
-            if rng.random() < d.epsilon:
+            if rng.random() < epsilon:
                 action = env.action_space.sample()
             obs, reward, terminated, truncated, _ = env.step(action)
             for name, value in zip(
                 ("observations", "actions", "rewards", "terminations", "truncations"),
-                (obs, action, reward, terminated, truncated),
+                (mask_observation(obs, hidden), action, reward, terminated, truncated),
                 strict=True,
             ):
                 ep[name].append(value)
             done = terminated or truncated
-        episodes.append({k: np.asarray(v) for k, v in ep.items()} | {"seed": np.asarray(seed)})
+        out.append({k: np.asarray(v) for k, v in ep.items()} | {"seed": np.asarray(seed)})
     env.close()
-    return episodes
+    return out
 
 
 @contextmanager
 def _minari_root(root: Path) -> Iterator[None]:
     # Minari finds its datasets folder through this variable; point it at our staging area.
     old = os.environ.get("MINARI_DATASETS_PATH")
-    os.environ["MINARI_DATASETS_PATH"] = str(root)
+    os.environ["MINARI_DATASETS_PATH"] = str(root.resolve())  # Minari joins relative paths twice
     try:
         yield
     finally:
@@ -129,8 +197,17 @@ def _minari_root(root: Path) -> Iterator[None]:
             os.environ["MINARI_DATASETS_PATH"] = old
 
 
-def write_dataset(folder: Path, episodes: list[dict[str, np.ndarray]], env_cfg: EnvConfig, key: str) -> None:
-    """Write a Minari dataset into a temp root, then rename it into place (atomic for readers)."""
+def write_dataset(
+    folder: Path,
+    episodes: list[dict[str, np.ndarray]],
+    env_cfg: EnvConfig,
+    key: str,
+    sources: list[dict[str, Any]] | None = None,
+) -> None:
+    """Write a Minari dataset into a temp root, then rename it into place (atomic for readers).
+
+    `sources` describes where the episodes came from; an episode's optional "source" entry indexes it.
+    """
     import minari
     from minari.data_collector import EpisodeBuffer
 
@@ -158,7 +235,7 @@ def write_dataset(folder: Path, episodes: list[dict[str, np.ndarray]], env_cfg: 
                 env=None,
                 observation_space=env.observation_space,
                 action_space=env.action_space,
-                algorithm_name="SB3 PPO expert",
+                algorithm_name=f"SB3 {env_cfg.expert_algo.upper()} expert",
                 author="testbed",
                 description=f"Expert demonstrations for {env_cfg.id} (testbed cache key {key}).",
             )
@@ -172,6 +249,8 @@ def write_dataset(folder: Path, episodes: list[dict[str, np.ndarray]], env_cfg: 
                 "episodes": len(episodes),
                 "returns": returns,
                 "mean_return": float(np.mean(returns)),
+                "sources": sources or [],
+                "episode_sources": [int(ep.get("source", 0)) for ep in episodes],
                 "sha256": tree_sha256(made / "data"),
             },
         )
@@ -209,6 +288,7 @@ def load_dataset(folder: Path, env_cfg: EnvConfig) -> Demonstrations:
         path=folder,
         sha256=sha,
         key=meta["key"],
+        sources=meta.get("sources", []),
     )
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import gymnasium as gym
 import numpy as np
+from omegaconf import OmegaConf
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 
@@ -16,6 +18,8 @@ VELOCITY_INDICES: dict[str, list[int]] = {
     "CartPole-v1": [1, 3],  # cart velocity, pole angular velocity
     "Pendulum-v1": [2],  # angular velocity
     "LunarLander-v3": [2, 3, 5],  # vx, vy, angular velocity
+    "Acrobot-v1": [4, 5],  # angular velocities of both links
+    "MountainCar-v0": [1],  # car velocity
 }
 
 # Seed ranges keep training, demonstration and evaluation episodes disjoint.
@@ -24,11 +28,13 @@ DEMO_SEED_BASE = 1_000_000
 EVAL_SEED_BASE = 2_000_000
 
 
-class VelocityMask(gym.ObservationWrapper):
+class VelocityMask(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
     """Zero the velocity components of the observation (the shape stays, the information goes)."""
 
     def __init__(self, env: gym.Env, indices: list[int]):
-        super().__init__(env)
+        # Recording the arguments lets gymnasium rebuild the wrapped env from its spec.
+        gym.utils.RecordConstructorArgs.__init__(self, indices=[int(i) for i in indices])
+        gym.ObservationWrapper.__init__(self, env)
         self.indices = np.asarray(indices, dtype=int)
         space = env.observation_space
         assert isinstance(space, gym.spaces.Box)
@@ -37,9 +43,16 @@ class VelocityMask(gym.ObservationWrapper):
         self.observation_space = gym.spaces.Box(low, high, dtype=space.dtype)  # type: ignore[arg-type]
 
     def observation(self, observation: np.ndarray) -> np.ndarray:
-        observation = np.array(observation, copy=True)
-        observation[self.indices] = 0.0
+        return mask_observation(observation, self.indices)
+
+
+def mask_observation(observation: np.ndarray, indices: np.ndarray | list[int]) -> np.ndarray:
+    """A copy of `observation` with `indices` zeroed (the observation itself when there are none)."""
+    if len(indices) == 0:
         return observation
+    observation = np.array(observation, copy=True)
+    observation[indices] = 0.0
+    return observation
 
 
 def _minigrid_flat(env: gym.Env) -> gym.Env:
@@ -75,11 +88,28 @@ def make_env(cfg: EnvConfig) -> gym.Env:
         if cfg.wrapper not in WRAPPERS:
             raise ValueError(f"Unknown env.wrapper '{cfg.wrapper}'; known: {sorted(WRAPPERS)}")
         env = WRAPPERS[cfg.wrapper](env)
-    if cfg.mask_velocity:
-        if cfg.id not in VELOCITY_INDICES:
-            raise ValueError(f"env.mask_velocity: no velocity components known for '{cfg.id}'")
-        env = VelocityMask(env, VELOCITY_INDICES[cfg.id])
+    hidden = hidden_indices(cfg)
+    if hidden:
+        env = VelocityMask(env, hidden)
     return env
+
+
+def full_observation(cfg: EnvConfig) -> EnvConfig:
+    """The same env with nothing masked: what an expert sees (only the learner is partially observed)."""
+    if not cfg.mask_velocity:
+        return cfg
+    if isinstance(cfg, EnvConfig):
+        return dataclasses.replace(cfg, mask_velocity=False)
+    return OmegaConf.merge(cfg, {"mask_velocity": False})  # type: ignore[return-value]
+
+
+def hidden_indices(cfg: EnvConfig) -> list[int]:
+    """The observation components the learner does not see (none unless env.mask_velocity)."""
+    if not cfg.mask_velocity:
+        return []
+    if cfg.id not in VELOCITY_INDICES:
+        raise ValueError(f"env.mask_velocity: no velocity components known for '{cfg.id}'")
+    return list(VELOCITY_INDICES[cfg.id])
 
 
 def make_vec_env(cfg: EnvConfig, seed: int, n_envs: int | None = None) -> VecEnv:

@@ -1,14 +1,19 @@
-"""Train or load the SB3 PPO expert, cached on disk by a content hash of everything that determines it."""
+"""Train or load the SB3 expert (PPO, or DQN where PPO cannot), cached by a content hash of what determines it."""
 
 from __future__ import annotations
 
+import inspect
 import logging
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
-from stable_baselines3 import PPO
+from omegaconf import OmegaConf
+from stable_baselines3 import DQN, PPO
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.callbacks import BaseCallback
 
 from testbed.cache import (
     CacheError,
@@ -22,10 +27,15 @@ from testbed.cache import (
 )
 from testbed.config import Config, EnvConfig
 from testbed.envs import make_env, make_vec_env
-from testbed.evaluate import evaluate, policy_act
+from testbed.evaluate import evaluate, normalized_score, policy_act, reference_returns
 from testbed.policy import build_ppo
 
 log = logging.getLogger(__name__)
+
+# SB3 algorithms an expert may use (env.expert_algo); BC and fine-tuning always use PPO.
+ALGOS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "dqn": DQN}
+# Evenly spaced training checkpoints kept beside each trained expert: the weaker experts of demos.expert_quality.
+N_CHECKPOINTS = 20
 
 
 class ExpertRejected(RuntimeError):
@@ -34,15 +44,16 @@ class ExpertRejected(RuntimeError):
 
 @dataclass(frozen=True)
 class Expert:
-    """A PPO expert and what is known about it."""
+    """An SB3 expert and what is known about it."""
 
-    model: PPO
+    model: BaseAlgorithm  # PPO unless env.expert_algo says otherwise
     path: Path  # the SB3 zip
     sha256: str  # of the zip
     key: str  # cache key (content hash of its config); the zip's hash for a user's own expert
-    return_mean: float  # on the evaluation seeds; the normalized score's 1
+    return_mean: float  # on the evaluation seeds; the normalized score's 1 (for the final expert)
     return_std: float
-    source: str  # "trained" | "cache" | "user"
+    source: str  # "trained" | "cache" | "user" | "checkpoint" (a weaker, earlier expert)
+    steps: int | None = None  # training env steps behind this model, where known
 
 
 def env_key_fields(cfg: EnvConfig) -> dict:
@@ -56,22 +67,32 @@ def env_key_fields(cfg: EnvConfig) -> dict:
 
 
 def expert_key(cfg: Config) -> str:
-    return content_hash(
-        {
-            "env": env_key_fields(cfg.env),
-            "timesteps": cfg.env.expert_timesteps,
-            "ppo": dict(cfg.env.ppo),
-            "net_arch": list(cfg.env.net_arch),
-            "activation": cfg.env.activation,
-            "seed": cfg.expert.seed,
-            "eval_episodes": cfg.expert.eval_episodes,
-            "versions": library_versions(),
-        }
-    )
+    fields: dict[str, Any] = {
+        "env": env_key_fields(cfg.env),
+        "timesteps": cfg.env.expert_timesteps,
+        "ppo": dict(cfg.env.ppo),
+        "net_arch": list(cfg.env.net_arch),
+        "activation": cfg.env.activation,
+        "seed": cfg.expert.seed,
+        "eval_episodes": cfg.expert.eval_episodes,
+        "versions": library_versions(),
+    }
+    if cfg.env.expert_algo != "ppo":  # PPO experts keep the keys they had before other algorithms
+        fields |= {"algo": cfg.env.expert_algo, "algo_kwargs": expert_kwargs(cfg.env)}
+    return content_hash(fields)
+
+
+def expert_view(cfg: Config) -> Config:
+    """The job's config as its expert sees it: full observations, so a velocity-masked job imitates (and is
+    normalized against) an expert that sees the whole state, and shares it with the unmasked job."""
+    if not cfg.env.mask_velocity:
+        return cfg
+    return cast(Config, OmegaConf.merge(cfg, {"env": {"mask_velocity": False}}))
 
 
 def get_expert(cfg: Config) -> Expert:
     """The user's expert if `expert.path` is set, else the cached one, trained here on a cache miss."""
+    cfg = expert_view(cfg)
     if cfg.expert.path:
         return _load_user_expert(cfg)
     key = expert_key(cfg)
@@ -85,14 +106,81 @@ def get_expert(cfg: Config) -> Expert:
         return _load_cached(folder, cfg, source)
 
 
+class _SaveCheckpoints(BaseCallback):
+    """Save the model into `root`/checkpoints each time training passes another `every` env steps.
+
+    Saving draws no randomness, so an expert trained with checkpoints equals one trained without.
+    """
+
+    def __init__(self, root: Path, every: int):
+        super().__init__()
+        self.root, self.every = root, max(1, every)
+        self.saved: list[dict[str, Any]] = []  # [{steps, file, sha256}], in training order
+        (root / "checkpoints").mkdir(parents=True, exist_ok=True)
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps >= self.every * (len(self.saved) + 1):
+            name = f"checkpoints/step_{self.num_timesteps:09d}.zip"
+            self.model.save(self.root / name)
+            self.saved.append({"steps": self.num_timesteps, "file": name, "sha256": file_sha256(self.root / name)})
+        return True
+
+
+def check_expert_kwargs(cfg: EnvConfig) -> None:
+    """Fail at startup, naming the key, on an unknown env.expert_algo or an argument it would reject."""
+    if cfg.expert_algo not in ALGOS:
+        raise ValueError(f"env.expert_algo='{cfg.expert_algo}' is not one of {sorted(ALGOS)}")
+    if cfg.expert_algo == "ppo":
+        if cfg.expert_kwargs:
+            raise ValueError("env.expert_kwargs is for non-PPO experts; a PPO expert takes env.ppo")
+        return
+    reserved = {"self", "policy", "env", "seed", "verbose", "device", "_init_setup_model"}
+    allowed = set(inspect.signature(ALGOS[cfg.expert_algo].__init__).parameters) - reserved
+    unknown = sorted(set(cfg.expert_kwargs) - allowed)
+    if unknown:
+        raise ValueError(f"env.expert_kwargs has unknown {cfg.expert_algo.upper()} argument(s) {unknown}")
+
+
+def expert_kwargs(cfg: EnvConfig) -> dict[str, Any]:
+    """env.expert_kwargs as plain Python containers (SB3 stores them; nested configs would not pickle cleanly)."""
+    kwargs = OmegaConf.to_container(cfg.expert_kwargs) if OmegaConf.is_config(cfg.expert_kwargs) else cfg.expert_kwargs
+    return dict(kwargs)  # type: ignore[arg-type]
+
+
+def build_expert(cfg: EnvConfig, seed: int) -> BaseAlgorithm:
+    """An untrained expert: PPO on the env's vector env, or an off-policy algorithm on one env (as rl-zoo3)."""
+    if cfg.expert_algo == "ppo":
+        return build_ppo(cfg, make_vec_env(cfg, seed=seed), seed=seed)
+    return ALGOS[cfg.expert_algo](
+        "MlpPolicy", make_vec_env(cfg, seed=seed, n_envs=1), seed=seed, device="cpu", verbose=0, **expert_kwargs(cfg)
+    )
+
+
 def _train_into(folder: Path, cfg: Config, key: str) -> None:
     start = time.perf_counter()
-    log.info("expert: training PPO on %s for %d steps (cache miss)", cfg.env.id, cfg.env.expert_timesteps)
-    venv = make_vec_env(cfg.env, seed=cfg.expert.seed)
-    model = build_ppo(cfg.env, venv, seed=cfg.expert.seed)
-    model.learn(cfg.env.expert_timesteps, progress_bar=cfg.progress and sys.stderr.isatty())
+    log.info(
+        "expert: training %s on %s for %d steps (cache miss)",
+        cfg.env.expert_algo.upper(),
+        cfg.env.id,
+        cfg.env.expert_timesteps,
+    )
+    cpu_start = time.process_time()
+    model = build_expert(cfg.env, seed=cfg.expert.seed)
+    with staging_dir(folder) as tmp:
+        saver = _SaveCheckpoints(tmp, cfg.env.expert_timesteps // N_CHECKPOINTS)
+        model.learn(cfg.env.expert_timesteps, callback=saver, progress_bar=cfg.progress and sys.stderr.isatty())
+        # CPU seconds beside wall seconds: on a shared machine the wall clock measures the neighbours too.
+        train = {"train_seconds": time.perf_counter() - start, "train_cpu_seconds": time.process_time() - cpu_start}
+        _finish(tmp, model, saver.saved, cfg, key, train)
+
+
+def _finish(
+    tmp: Path, model: BaseAlgorithm, checkpoints: list[dict[str, Any]], cfg: Config, key: str, train: dict[str, float]
+) -> None:
+    """Check the trained expert against the reference, then write it and its meta.json into `tmp`."""
+    start = time.perf_counter()
     cap = evaluate(cfg.env, policy_act(model.policy), cfg.expert.eval_episodes)
-    wall = time.perf_counter() - start
+    wall = train["train_seconds"] + time.perf_counter() - start
     log.info("expert: return %.1f +- %.1f after %.0f s", cap.mean, cap.std, wall)
     if cfg.expert.check_reference and cap.mean < cfg.env.reference_return:
         raise ExpertRejected(
@@ -100,21 +188,23 @@ def _train_into(folder: Path, cfg: Config, key: str) -> None:
             f"{cfg.env.reference_return} after {cfg.env.expert_timesteps} steps; raise env.expert_timesteps "
             "or tune env.ppo (nothing was cached)."
         )
-    with staging_dir(folder) as tmp:
-        model.save(tmp / "model.zip")
-        atomic_write_json(
-            tmp / "meta.json",
-            {
-                "key": key,
-                "sha256": file_sha256(tmp / "model.zip"),
-                "env_id": cfg.env.id,
-                "return_mean": cap.mean,
-                "return_std": cap.std,
-                "timesteps": cfg.env.expert_timesteps,
-                "train_seconds": wall,
-                "versions": library_versions(),
-            },
-        )
+    model.save(tmp / "model.zip")
+    atomic_write_json(
+        tmp / "meta.json",
+        {
+            "key": key,
+            "sha256": file_sha256(tmp / "model.zip"),
+            "env_id": cfg.env.id,
+            "algo": cfg.env.expert_algo,
+            "return_mean": cap.mean,
+            "return_std": cap.std,
+            "timesteps": cfg.env.expert_timesteps,
+            **train,  # learning only: wall and CPU seconds
+            "total_seconds": wall,  # learning and the reference check
+            "checkpoints": checkpoints,  # [{steps, file, sha256}], in training order
+            "versions": library_versions(),
+        },
+    )
 
 
 def _load_cached(folder: Path, cfg: Config, source: str) -> Expert:
@@ -125,8 +215,17 @@ def _load_cached(folder: Path, cfg: Config, source: str) -> Expert:
             f"Cached expert {zip_path} is missing or does not match its hash in meta.json; "
             f"delete {folder} to retrain it."
         )
-    model = PPO.load(zip_path, device="cpu")
-    return Expert(model, zip_path, meta["sha256"], meta["key"], meta["return_mean"], meta["return_std"], source)
+    model = ALGOS[meta.get("algo", "ppo")].load(zip_path, device="cpu")
+    return Expert(
+        model,
+        zip_path,
+        meta["sha256"],
+        meta["key"],
+        meta["return_mean"],
+        meta["return_std"],
+        source,
+        meta["timesteps"],
+    )
 
 
 def _load_user_expert(cfg: Config) -> Expert:
@@ -134,7 +233,7 @@ def _load_user_expert(cfg: Config) -> Expert:
     if not path.exists():
         raise FileNotFoundError(f"expert.path={path} does not exist")
     sha = file_sha256(path)
-    model = PPO.load(path, device="cpu")
+    model = ALGOS[cfg.env.expert_algo].load(path, device="cpu")
     env = make_env(cfg.env)
     if model.observation_space != env.observation_space or model.action_space != env.action_space:
         raise ValueError(
@@ -149,3 +248,47 @@ def _load_user_expert(cfg: Config) -> Expert:
             atomic_write_json(ref, {"return_mean": cap.mean, "return_std": cap.std})
         stats = read_json(ref)
     return Expert(model, path, sha, sha, stats["return_mean"], stats["return_std"], "user")
+
+
+def weaker_expert(cfg: Config, expert: Expert, quality: float) -> Expert:
+    """The first training checkpoint whose normalized score reaches `quality` (the final expert scores 1).
+
+    Each checkpoint is evaluated on the expert's evaluation episodes, in training order, until one reaches the
+    target; the returns are cached in the expert's folder so the choice is made once.
+    """
+    if quality >= 1.0:
+        return expert
+    cfg = expert_view(cfg)
+    folder = expert.path.parent
+    meta = read_json(folder / "meta.json") if expert.source != "user" else {}
+    if not meta.get("checkpoints"):
+        raise CacheError(
+            f"demos.expert_quality={quality} needs the expert's training checkpoints, and {folder} has none "
+            "(a user's expert, or one trained before checkpoints were kept: delete the folder to retrain it)."
+        )
+    random_return = reference_returns(cfg, expert.return_mean)["random_return"]
+    scores_path = folder / f"checkpoint_returns-{cfg.expert.eval_episodes}.json"
+    with locked(scores_path):
+        scores = read_json(scores_path) if scores_path.exists() else {}
+        for ckpt in meta["checkpoints"]:
+            if ckpt["file"] not in scores:
+                model = ALGOS[meta.get("algo", "ppo")].load(folder / ckpt["file"], device="cpu")
+                cap = evaluate(cfg.env, policy_act(model.policy), cfg.expert.eval_episodes)
+                scores[ckpt["file"]] = {"return_mean": cap.mean, "return_std": cap.std}
+                atomic_write_json(scores_path, scores)
+            ret = scores[ckpt["file"]]["return_mean"]
+            if normalized_score(ret, random_return, expert.return_mean) >= quality:
+                return _load_checkpoint(folder, meta, ckpt, scores[ckpt["file"]])
+    log.info("demos: no checkpoint reaches expert_quality=%.2f; using the final expert", quality)
+    return expert
+
+
+def _load_checkpoint(folder: Path, meta: dict[str, Any], ckpt: dict[str, Any], score: dict[str, float]) -> Expert:
+    path = folder / ckpt["file"]
+    if file_sha256(path) != ckpt["sha256"]:
+        raise CacheError(f"Checkpoint {path} does not match its hash in meta.json; delete {folder} to retrain.")
+    model = ALGOS[meta.get("algo", "ppo")].load(path, device="cpu")
+    log.info("demos: weaker expert %s (%d steps), return %.1f", path.name, ckpt["steps"], score["return_mean"])
+    return Expert(
+        model, path, ckpt["sha256"], meta["key"], score["return_mean"], score["return_std"], "checkpoint", ckpt["steps"]
+    )
