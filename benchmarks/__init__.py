@@ -1,0 +1,1 @@
+"""Benchmarks, each measuring its own baseline in the same run: `python -m benchmarks.run [name ...]`."""

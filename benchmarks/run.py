@@ -1,0 +1,42 @@
+"""Run benchmarks by name and print their numbers: `python -m benchmarks.run [name ...]` (all without a name).
+
+A benchmark is a function that takes no argument and returns {metric: number}, measuring its baseline in
+the same run so the ratio it reports holds on a loaded machine. Add one by naming it in BENCHMARKS as
+"module:function" (imported only when it runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import time
+from collections.abc import Callable
+
+BENCHMARKS: dict[str, str] = {
+    "parallel": "benchmarks.parallel:main",  # 4 equal jobs, 2 joblib workers against 1 (target >= 1.7x)
+    "bc_speed": "benchmarks.bc_speed:main",  # BC samples/s against a DataLoader loop (target >= 5x, no worse loss)
+    "default_job": "benchmarks.default_job:main",  # cold/warm wall, peak RSS, eval+drift share of RL time
+}
+
+
+def load(name: str) -> Callable[[], dict[str, float]]:
+    module, function = BENCHMARKS[name].split(":")
+    return getattr(importlib.import_module(module), function)  # type: ignore[no-any-return]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("names", nargs="*", metavar="name", help=f"any of {', '.join(BENCHMARKS)}")
+    names = parser.parse_args(argv).names or list(BENCHMARKS)
+    unknown = [n for n in names if n not in BENCHMARKS]
+    if unknown:
+        parser.error(f"unknown benchmark {unknown}; known: {list(BENCHMARKS)}")
+    for name in names:
+        start = time.perf_counter()
+        result = load(name)()
+        print(f"{name}: {json.dumps(result)}  ({time.perf_counter() - start:.0f} s)", flush=True)
+
+
+if __name__ == "__main__":
+    main()
