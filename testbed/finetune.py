@@ -82,6 +82,8 @@ def finetune(
     2. Learn segment by segment up to each budget with `reset_num_timesteps=False`, so the run is one
        continuous PPO run. The learning rate is constant (see policy.check_ppo_kwargs), so a checkpoint
        at budget B equals a separate run of budget B.
+    3. Each row: RL compute, the anchor's `rl/anchor_*` columns (AnchoredPPO only, testbed/anchoring.py),
+       the caller's columns, then the dip so far (`dip_columns`, when the caller gives a normalized score).
     """
     if cfg.learning_rate is not None:
         model.learning_rate = cfg.learning_rate

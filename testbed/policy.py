@@ -40,8 +40,8 @@ def policy_kwargs(cfg: EnvConfig) -> dict[str, Any]:
     }
 
 
-def build_ppo(cfg: EnvConfig, venv: VecEnv, seed: int, **overrides: Any) -> PPO:
-    """A PPO agent on `venv` with the env's hyperparameters (and any overrides), on the CPU."""
+def build_ppo(cfg: EnvConfig, venv: VecEnv, seed: int, algo: type[PPO] = PPO, **overrides: Any) -> PPO:
+    """A PPO agent (`algo`: PPO or a subclass) on `venv` with the env's hyperparameters and overrides, on the CPU."""
     check_ppo_kwargs(cfg)
     kwargs = {**cfg.ppo, **overrides}
-    return PPO("MlpPolicy", venv, seed=seed, policy_kwargs=policy_kwargs(cfg), device="cpu", verbose=0, **kwargs)
+    return algo("MlpPolicy", venv, seed=seed, policy_kwargs=policy_kwargs(cfg), device="cpu", verbose=0, **kwargs)
