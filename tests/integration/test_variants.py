@@ -109,8 +109,9 @@ def test_anchoring_lowers_weight_drift_on_every_seed(cache_dir: Path) -> None:
     """bc_kl and kickstart (coef 10) against plain PPO, 2048 RL steps, seeds 0-2.
 
     Measured (actor rel_change): plain 0.061 / 0.028 / 0.039, bc_kl 0.013 / 0.004 / 0.020, kickstart 0.010 /
-    0.003 / 0.004 (at coef 1 bc_kl was not lower on every seed). Three seeds cannot reach p < 0.05 in a paired permutation test (its smallest p is 1/8), so
-    the claim asserted is the robust one: lower on every seed, by at least 10%. EWC is not asserted: its
+    0.003 / 0.004 (at coef 1 bc_kl was not lower on every seed). Three seeds cannot reach p < 0.05 in a paired
+    permutation test (its smallest p is 1/8), so the claim asserted is the robust one: lower on every seed, by
+    at least 10%. EWC is not asserted: its
     Fisher weighting leaves the directions the BC policy is insensitive to free to move (experiments/anchoring.md).
     """
     drift = {
