@@ -11,7 +11,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
-from stable_baselines3.common.distributions import CategoricalDistribution, DiagGaussianDistribution
+from stable_baselines3.common.distributions import (
+    CategoricalDistribution,
+    DiagGaussianDistribution,
+    StateDependentNoiseDistribution,
+)
 from stable_baselines3.common.policies import ActorCriticPolicy
 from tqdm.auto import tqdm
 
@@ -63,9 +67,9 @@ def nll_and_entropy(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean negative log-likelihood of `actions` and mean entropy of the policy at `obs`.
 
-    Discrete and diagonal-Gaussian actions take a direct path (the same numbers as SB3's distribution classes,
+    Discrete, diagonal-Gaussian and gSDE actions take a direct path (the same numbers as SB3's distribution classes,
     checked by a test) because building torch distribution objects dominates the cost of a small BC step;
-    other action spaces (and gSDE) go through SB3's distribution.
+    other action spaces go through SB3's distribution.
     """
     features = policy.extract_features(obs, policy.pi_features_extractor)
     assert isinstance(features, torch.Tensor)  # one extractor for the actor
@@ -75,16 +79,28 @@ def nll_and_entropy(
         logp = F.log_softmax(out, dim=-1)
         entropy = -(logp.exp() * logp).sum(-1)
         return F.nll_loss(logp, actions.long().reshape(-1)), entropy.mean()
-    if isinstance(policy.action_dist, DiagGaussianDistribution):
-        log_std = policy.log_std.expand_as(out)
-        z = (actions.reshape(out.shape) - out) * torch.exp(-log_std)
-        log_prob = (-0.5 * z**2 - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
-        entropy = (0.5 + 0.5 * math.log(2 * math.pi) + log_std).sum(-1)
-        return -log_prob.mean(), entropy.mean()
-    dist = policy.get_distribution(obs)
-    sb3_entropy = dist.entropy()
+    dist = policy.action_dist
+    if isinstance(dist, DiagGaussianDistribution):
+        return _gaussian_nll(out, policy.log_std.expand_as(out), actions)
+    if isinstance(dist, StateDependentNoiseDistribution) and dist.bijector is None:
+        # gSDE: per-state std from the (detached unless learn_features) latent, as SB3's proba_distribution.
+        latent_sde = latent if dist.learn_features else latent.detach()
+        variance = torch.mm(latent_sde**2, dist.get_std(policy.log_std) ** 2)
+        return _gaussian_nll(out, 0.5 * torch.log(variance + dist.epsilon), actions)
+    sb3_dist = policy.get_distribution(obs)
+    sb3_entropy = sb3_dist.entropy()
     assert sb3_entropy is not None  # every SB3 distribution of a PPO policy has a closed-form entropy
-    return -dist.log_prob(actions).mean(), sb3_entropy.mean()
+    return -sb3_dist.log_prob(actions).mean(), sb3_entropy.mean()
+
+
+def _gaussian_nll(
+    mean: torch.Tensor, log_std: torch.Tensor, actions: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean NLL and entropy of a diagonal Gaussian, summed over action dimensions."""
+    z = (actions.reshape(mean.shape) - mean) * torch.exp(-log_std)
+    log_prob = (-0.5 * z**2 - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+    entropy = (0.5 + 0.5 * math.log(2 * math.pi) + log_std).sum(-1)
+    return -log_prob.mean(), entropy.mean()
 
 
 @torch.no_grad()

@@ -12,9 +12,9 @@ from testbed.envs import make_vec_env
 from testbed.policy import build_ppo
 
 
-@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
-def test_direct_nll_equals_sb3_distribution(env_id: str) -> None:
-    cfg = EnvConfig(id=env_id, name="x", reference_return=0.0, n_envs=1)
+@pytest.mark.parametrize(("env_id", "sde"), [("CartPole-v1", False), ("Pendulum-v1", False), ("Pendulum-v1", True)])
+def test_direct_nll_equals_sb3_distribution(env_id: str, sde: bool) -> None:
+    cfg = EnvConfig(id=env_id, name="x", reference_return=0.0, n_envs=1, ppo={"use_sde": True} if sde else {})
     policy = build_ppo(cfg, make_vec_env(cfg, 0), seed=0, n_steps=64, batch_size=64).policy
     with torch.no_grad():  # move the weights off their near-zero head init so the check has teeth
         for p in policy.parameters():
