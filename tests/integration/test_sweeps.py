@@ -205,44 +205,29 @@ def test_parallel_jobs_produce_a_missing_expert_and_dataset_once(tmp_path: Path)
     assert not [p for p in cache.rglob("*") if p.name.endswith(".tmp") or p.name.startswith(".staging")]
 
 
-@pytest.mark.slow
-def test_submitit_local_launcher_runs_a_real_multirun(tmp_path: Path, cache_dir: Path) -> None:
-    sweep_dir = tmp_path / "multirun" / "submitit"
-    rc, log = run_sweep(
-        tmp_path / "sweep.log",
-        *TINY,
-        "rl.budgets=[0]",
-        "seed=0,1",
-        f"cache_dir={cache_dir}",
-        f"hydra.sweep.dir={sweep_dir}",
-        "hydra/launcher=submitit_local",
-        "hydra.launcher.timeout_min=10",
-    )
+def two_job_sweep(tmp_path: Path, cache_dir: Path, name: str, *launcher: str) -> Path:
+    """A 2-seed BC-only sweep through `launcher`; asserts both jobs completed and returns the sweep folder."""
+    sweep_dir = tmp_path / "multirun" / name
+    rc, log = run_sweep(tmp_path / "sweep.log", *TINY, "rl.budgets=[0]", "seed=0,1", f"cache_dir={cache_dir}",
+                        f"hydra.sweep.dir={sweep_dir}", *launcher)
     assert rc == 0, log
     jobs = manifest(sweep_dir)
     assert [job["status"] for job in jobs] == ["complete", "complete"]
     assert all(is_complete(job["results"], job["config_hash"]) for job in jobs)
+    return sweep_dir
+
+
+@pytest.mark.slow
+def test_submitit_local_launcher_runs_a_real_multirun(tmp_path: Path, cache_dir: Path) -> None:
+    sweep_dir = two_job_sweep(tmp_path, cache_dir, "submitit", "hydra/launcher=submitit_local",
+                              "hydra.launcher.timeout_min=10")
     assert (sweep_dir / ".submitit").is_dir(), "the jobs ran through submitit"
 
 
 @pytest.mark.slow
 def test_ray_launcher_runs_a_real_multirun_on_a_local_instance(tmp_path: Path, cache_dir: Path) -> None:
     pytest.importorskip("hydra_plugins.hydra_ray_launcher", reason="optional extra: pip install -e .[ray]")
-    sweep_dir = tmp_path / "multirun" / "ray"
-    rc, log = run_sweep(
-        tmp_path / "sweep.log",
-        *TINY,
-        "rl.budgets=[0]",
-        "seed=0,1",
-        f"cache_dir={cache_dir}",
-        f"hydra.sweep.dir={sweep_dir}",
-        "hydra/launcher=ray_cluster",
-        "hydra.launcher.ray.init.num_cpus=2",
-    )
-    assert rc == 0, log
-    jobs = manifest(sweep_dir)
-    assert [job["status"] for job in jobs] == ["complete", "complete"]
-    assert all(is_complete(job["results"], job["config_hash"]) for job in jobs)
+    two_job_sweep(tmp_path, cache_dir, "ray", "hydra/launcher=ray_cluster", "hydra.launcher.ray.init.num_cpus=2")
 
 
 @pytest.mark.slow
