@@ -6,6 +6,7 @@ import logging
 import math
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,7 +30,7 @@ log = logging.getLogger(__name__)
 class BCResult:
     """What behaviour cloning did, for the results file and the compute accounting."""
 
-    samples: int  # training samples processed (grad_steps x batch, last batches may be short)
+    samples: int  # training samples processed (grad_steps x batch)
     grad_steps: int
     train_transitions: int
     val_transitions: int
@@ -113,14 +114,27 @@ def agreement(policy: ActorCriticPolicy, obs: torch.Tensor, actions: torch.Tenso
     return float((pred == actions.reshape(pred.shape)).float().mean())
 
 
+def minibatches(
+    x: torch.Tensor, y: torch.Tensor, batch: int, generator: torch.Generator
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Endless minibatches: each epoch shuffles (x, y) once and yields consecutive slices of the shuffled copy
+    (views, no per-step gather); the last `len(x) % batch` samples of an epoch are left out."""
+    n = len(x)
+    while True:
+        perm = torch.randperm(n, generator=generator)
+        x_epoch, y_epoch = x[perm], y[perm]
+        for start in range(0, n - batch + 1, batch):
+            yield x_epoch[start : start + batch], y_epoch[start : start + batch]
+
+
 def train_bc(
     policy: ActorCriticPolicy, demos: Demonstrations, cfg: BCConfig, seed: int, progress: bool = True
 ) -> BCResult:
     """Fit the actor to the demonstrations by NLL (+ optional entropy bonus and L2), in place.
 
     1. Hold out `val_fraction` of the transitions.
-    2. Each step takes the next slice of a per-epoch permutation of the training tensors (no DataLoader:
-       indexing a tensor is much faster than collating samples one by one).
+    2. Minibatches are slices of a once-per-epoch shuffled copy of the training tensors (`minibatches`; no
+       DataLoader: slicing a tensor is much faster than collating samples one by one).
     3. Adam on the actor's parameters only; the critic is left for PPO.
     """
     start = time.perf_counter()
@@ -129,27 +143,25 @@ def train_bc(
     x_tr, y_tr = obs[train_idx], actions[train_idx]
     x_val, y_val = obs[val_idx], actions[val_idx]
     params = actor_parameters(policy)
-    optimizer = torch.optim.Adam(params, lr=cfg.lr, foreach=True)
+    # fused: one kernel for all parameters; Adam's per-parameter Python work dominates a small BC step.
+    optimizer = torch.optim.Adam(params, lr=cfg.lr, fused=True)
     generator = torch.Generator().manual_seed(seed)
     policy.set_training_mode(True)
     n, batch = len(y_tr), min(cfg.batch_size, len(y_tr))
-    perm, cursor, samples, window, curve = torch.randperm(n, generator=generator), 0, 0, [], []
+    batches, samples, window, curve = minibatches(x_tr, y_tr, batch, generator), 0, [], []
     # Plain floats: reading an OmegaConf node on every step costs more than the arithmetic.
     ent_coef, l2_coef, log_every = float(cfg.ent_coef), float(cfg.l2_coef), int(cfg.log_every)
     bar = tqdm(range(cfg.grad_steps), desc="bc", disable=not (progress and sys.stderr.isatty()))
     for step in bar:
-        if cursor + batch > n:  # next epoch
-            perm, cursor = torch.randperm(n, generator=generator), 0
-        idx = perm[cursor : cursor + batch]
-        cursor += batch
-        nll, entropy = nll_and_entropy(policy, x_tr[idx], y_tr[idx])
+        x, y = next(batches)
+        nll, entropy = nll_and_entropy(policy, x, y)
         loss = nll - ent_coef * entropy
         if l2_coef:
             loss = loss + l2_coef * sum((p**2).sum() for p in params)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        samples += len(idx)
+        samples += batch
         window.append(nll.item())
         if (step + 1) % log_every == 0 or step + 1 == cfg.grad_steps:
             curve.append(

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from testbed.bc import nll_and_entropy, split
+from testbed.bc import minibatches, nll_and_entropy, split
 from testbed.config import EnvConfig
 from testbed.envs import make_vec_env
 from testbed.policy import build_ppo
@@ -32,3 +32,18 @@ def test_split_is_deterministic_and_disjoint() -> None:
     again = split(100, 0.1, seed=3)
     assert np.array_equal(train, again[0]) and np.array_equal(val, again[1])
     assert len(val) == 10 and not set(train) & set(val) and len(train) + len(val) == 100
+
+
+def test_minibatches_cover_each_epoch_once_as_views() -> None:
+    x = torch.arange(10.0).reshape(10, 1)
+    y = torch.arange(10)
+    batches = minibatches(x, y, batch=3, generator=torch.Generator().manual_seed(0))
+    for _ in range(2):  # two epochs of 3 full batches; the 10th sample sits out each epoch
+        epoch = [next(batches) for _ in range(3)]
+        xs = torch.cat([bx for bx, _ in epoch]).reshape(-1)
+        ys = torch.cat([by for _, by in epoch])
+        assert torch.equal(xs.long(), ys)  # pairs stay together through the shuffle
+        assert len(set(ys.tolist())) == 9  # no sample twice within an epoch
+        assert all(bx._base is not None for bx, _ in epoch)  # slices of the epoch's copy, not gathers
+    again = minibatches(x, y, batch=3, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(next(again)[1], next(minibatches(x, y, 3, torch.Generator().manual_seed(0)))[1])
