@@ -143,7 +143,7 @@ def train_bc(
     x_tr, y_tr = obs[train_idx], actions[train_idx]
     x_val, y_val = obs[val_idx], actions[val_idx]
     params = actor_parameters(policy)
-    # fused: one kernel for all parameters; Adam's per-parameter Python work dominates a small BC step.
+    # fused: one kernel for all parameters; Adam's per-parameter work was the largest single cost of a BC step.
     optimizer = torch.optim.Adam(params, lr=cfg.lr, fused=True)
     generator = torch.Generator().manual_seed(seed)
     policy.set_training_mode(True)
