@@ -67,6 +67,7 @@ def naive_bc(policy: Any, data: tuple[torch.Tensor, torch.Tensor], steps: int, l
         seconds, samples = seconds + time.perf_counter() - start, samples + len(y)
         if at_time is None and seconds >= read_at_s:
             at_time = nlls(policy, heldout)
+    # A loop that finished all its steps within ours' wall time is read at its end.
     return {"seconds": seconds, "samples": samples, "nll_same_time": at_time or nlls(policy, heldout),
             "nll_same_steps": nlls(policy, heldout)}
 
