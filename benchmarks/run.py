@@ -3,9 +3,8 @@ without a name). Hydra overrides (`key=value`) go to the benchmarks that compose
 e.g. `python -m benchmarks.run bc_speed env=cartpole`.
 
 A benchmark is a function that returns {metric: number} (those in TAKES_OVERRIDES take Hydra overrides as
-positional arguments), measuring its baseline in
-the same run so the ratio it reports holds on a loaded machine. Add one by naming it in BENCHMARKS as
-"module:function" (imported only when it runs).
+positional arguments), measuring its baseline in the same run so the ratio it reports holds on a loaded
+machine. Add one by naming it in BENCHMARKS as "module:function" (imported only when it runs).
 """
 
 from __future__ import annotations
