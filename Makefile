@@ -1,28 +1,42 @@
-# Every target sets up the virtual environment first (once; again only when pyproject.toml changes).
+# Every target sets up the virtual environment first: once, and again only when the lock changes.
+# It installs exactly requirements.lock (every package pinned, with hashes): the same numbers next month.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+UV := $(VENV)/bin/uv
+UV_VERSION := 0.13.9
+LOCK := requirements.lock
 STAMP := $(VENV)/.installed
+# The lock pins the CPU build of torch (torch==2.13.0+cpu); this machine keeps that wheel in /opt/wheels.
+# Elsewhere it comes from PyTorch's CPU index (a plain PyPI torch would be a multi-GB CUDA build).
+WHEELS ?= /opt/wheels
+TORCH_SOURCE := $(if $(wildcard $(WHEELS)),--find-links $(WHEELS),--extra-index-url https://download.pytorch.org/whl/cpu)
 ARGS ?=
 EXP ?= rl_budget
 ENV ?=
 SWEEP ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-fast lint type bench clean report study sweep
+.PHONY: help install lock run test test-fast lint type bench clean report study sweep
 
 help:  ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+# uv installs the lock in ~15 s from an empty cache, pip in ~85 s (measured here; docs/install.md).
+$(STAMP): $(LOCK) pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	# torch first, pinned to the CPU wheel that lies on this machine (a newer one would pull CUDA builds).
-	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q uv==$(UV_VERSION)
+	$(UV) pip sync -q --python $(PY) $(TORCH_SOURCE) --require-hashes $(LOCK)
+	$(UV) pip install -q --python $(PY) --no-deps -e .
 	touch $(STAMP)
 
-install: $(STAMP)  ## Create .venv and install the project with its dev tools
+install: $(STAMP)  ## Create .venv and install exactly requirements.lock, then the project (no dependencies)
+
+# Deliberately only: resolves pyproject.toml's ranges anew (newest versions that fit) into requirements.lock.
+lock:  ## Regenerate requirements.lock from pyproject.toml (then commit it; `make install` applies it)
+	test -x $(UV) || { test -x $(PY) || $(PYTHON) -m venv $(VENV); $(PY) -m pip install -q uv==$(UV_VERSION); }
+	$(UV) pip compile pyproject.toml --extra dev --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
+		$(TORCH_SOURCE) --generate-hashes --no-emit-find-links --no-emit-index-url -o $(LOCK)
 
 run: install  ## Run the default experiment (ARGS="key=value ..." for Hydra overrides)
 	$(PY) -m testbed.cli $(ARGS)
