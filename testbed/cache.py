@@ -5,18 +5,24 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import secrets
 import shutil
-import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, TypeVar
 
 from filelock import FileLock
 
 # Library versions that change what an expert or dataset is: part of every cache key.
 KEY_LIBRARIES = ("stable-baselines3", "gymnasium", "torch", "numpy")
+# The field of a cache record that holds the sha256 of the rest of the record.
+RECORD_HASH = "record_sha256"
+# Temp files and staging folders are `.<target name>.<8 random characters>.tmp` beside their target.
+STAGING_RANDOM = 8
+
+T = TypeVar("T")
 
 
 class CacheError(RuntimeError):
@@ -53,43 +59,125 @@ def tree_sha256(folder: str | Path) -> str:
 
 @contextmanager
 def locked(target: str | Path, timeout: float = -1) -> Iterator[None]:
-    """Hold an inter-process lock next to `target` so one process produces it while others wait."""
+    """Hold an inter-process lock next to `target` so one process produces it while others wait.
+
+    Producers stage `target` only while holding its lock, so staging found once we hold it was left by a killed
+    process: it is removed here.
+    """
     Path(target).parent.mkdir(parents=True, exist_ok=True)
     with FileLock(f"{target}.lock", timeout=timeout):
+        remove_stale_staging(target)
         yield
 
 
-def atomic_write_json(path: str | Path, obj: Any) -> None:
-    """Write JSON to a temp file in the same folder, then rename: readers never see half a file."""
+def remove_stale_staging(target: str | Path) -> None:
+    """Delete the temp files and staging folders of `target`; call only while holding its lock."""
+    target = Path(target)
+    for stale in target.parent.glob(f".{target.name}.{'?' * STAGING_RANDOM}.tmp"):
+        if stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
+
+
+def _new_beside(target: Path, create: Callable[[Path], T]) -> tuple[Path, T]:
+    """Create a fresh `.<target name>.<random>.tmp` beside `target` with `create`, which fails if it exists.
+
+    tempfile's mkstemp and mkdtemp would make it 0600 / 0700; a plain open() or mkdir() follows the umask, so a
+    cache shared by a group stays readable to it.
+    """
+    while True:
+        path = target.parent / f".{target.name}.{secrets.token_hex(STAGING_RANDOM // 2)}.tmp"
+        try:
+            return path, create(path)
+        except FileExistsError:
+            continue
+
+
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
+    """Write `path` through `write(file)` into a temp file beside it, then rename: readers never see half a file,
+    and a full disk leaves no cut file. An OSError is raised again naming `path` (ENOSPC alone names no file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp: Path | None = None
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, default=_json_default)
+        tmp, fd = _new_beside(path, lambda p: os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        with os.fdopen(fd, "wb") as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    except OSError as exc:
+        raise OSError(exc.errno, f"could not write {path}: {exc.strerror or exc}") from exc
+    finally:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)  # gone after the rename; the cut file otherwise
 
 
-def read_json(path: str | Path) -> Any:
-    """Read JSON, naming the file when it is corrupt."""
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    """`atomic_write` of `obj` as indented JSON."""
+    atomic_write(path, lambda f: f.write(json.dumps(obj, indent=2, default=_json_default).encode()))
+
+
+def write_record(path: str | Path, record: dict[str, Any]) -> None:
+    """Write a cache record with the sha256 of its own content, so an edit in place is caught by `read_record`."""
+    plain = json.loads(json.dumps(record, default=_json_default))  # hash exactly what a reader will load
+    atomic_write_json(path, plain | {RECORD_HASH: content_hash(plain)})
+
+
+def read_record(path: str | Path, rebuild: str | Path | None = None) -> dict[str, Any]:
+    """A record written by `write_record`, checked against its hash; `rebuild` is what to delete to rebuild it.
+
+    Raises CacheError naming the file when the hash is missing (an older version or a hand-made file) or differs.
+    """
+    record = read_json(path, rebuild)
+    advice = f"delete {rebuild or path} to rebuild it."
+    if not isinstance(record, dict) or RECORD_HASH not in record:
+        raise CacheError(f"Cache record {path} has no {RECORD_HASH} (written by an older version or by hand); {advice}")
+    stored = record.pop(RECORD_HASH)
+    if content_hash(record) != stored:
+        raise CacheError(
+            f"Cache record {path} was changed after it was written (it no longer matches its {RECORD_HASH}); {advice}"
+        )
+    return record
+
+
+def has_record(folder: str | Path, record: str) -> bool:
+    """Whether cache `folder` is complete; False if it is absent, CacheError if it exists without its `record`.
+
+    A folder without its record (an older version's, or one made by hand) would be retrained, then fail to replace.
+    """
+    folder = Path(folder)
+    if (folder / record).exists():
+        return True
+    if folder.exists():
+        raise CacheError(
+            f"Cache folder {folder} has no {record} (left by an older version or by hand); "
+            f"delete {folder} to rebuild it."
+        )
+    return False
+
+
+def read_json(path: str | Path, rebuild: str | Path | None = None) -> Any:
+    """Read JSON, naming the file when it is corrupt (and `rebuild`, what to delete to rebuild it, if not the file)."""
     try:
         with open(path) as f:
             return json.load(f)
     except json.JSONDecodeError as e:
-        raise CacheError(f"Corrupt JSON file {path}: {e}. Delete it to rebuild.") from e
+        raise CacheError(f"Corrupt JSON file {path}: {e}. Delete {rebuild or 'it'} to rebuild.") from e
+
+
+def new_staging_dir(target: str | Path) -> Path:
+    """An empty folder beside `target` to build it in; hold `target`'s lock until it is renamed or removed."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return _new_beside(target, os.mkdir)[0]
 
 
 @contextmanager
 def staging_dir(final: str | Path) -> Iterator[Path]:
-    """A temp folder beside `final` that is renamed onto it only if the block succeeds."""
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
+    """A temp folder beside `final` that is renamed onto it only if the block succeeds; hold `final`'s lock."""
+    tmp = new_staging_dir(final)
     try:
         yield tmp
         os.replace(tmp, final)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import tempfile
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,7 +19,16 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from testbed.cache import CacheError, atomic_write_json, content_hash, locked, read_json, tree_sha256
+from testbed.cache import (
+    CacheError,
+    content_hash,
+    has_record,
+    locked,
+    new_staging_dir,
+    read_record,
+    tree_sha256,
+    write_record,
+)
 from testbed.config import Config, DemosConfig, DemoSource, EnvConfig
 from testbed.envs import DEMO_SEED_BASE, full_observation, hidden_indices, make_env, mask_observation
 from testbed.expert import Expert, env_key_fields, weaker_expert
@@ -92,10 +100,18 @@ def get_demonstrations(cfg: Config, expert: Expert) -> Demonstrations:
     key = demos_key(cfg, expert)
     folder = Path(cfg.cache_dir) / "datasets" / "testbed" / f"{cfg.env.name}-{key[:16]}-v0"
     with locked(folder):
-        if not (folder / "testbed.json").exists():
+        _remove_legacy_staging(folder)
+        if not has_record(folder, "testbed.json"):  # a folder without it fails here, before collecting
             episodes, sources = collect_sources(cfg, expert)
             write_dataset(folder, episodes, cfg.env, key, sources)
         return load_dataset(folder, cfg.env)
+
+
+def _remove_legacy_staging(folder: Path) -> None:
+    """Older versions staged in `.staging-*` roots (not named after the target); one holding `folder` is stale."""
+    for root in folder.parent.glob(".staging-*"):
+        if (root / "testbed" / folder.name).exists():
+            shutil.rmtree(root, ignore_errors=True)
 
 
 def collect_sources(cfg: Config, expert: Expert) -> tuple[list[dict[str, np.ndarray]], list[dict[str, Any]]]:
@@ -224,8 +240,7 @@ def write_dataset(
         )
         for i, ep in enumerate(episodes)
     ]
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".staging-"))
+    staging = new_staging_dir(folder)  # a root for Minari; left behind, the next holder of folder's lock removes it
     try:
         with _minari_root(staging), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # author/permalink nags: this is a local cache
@@ -241,7 +256,7 @@ def write_dataset(
             )
         made = staging / "testbed" / folder.name
         returns = [float(ep["rewards"].sum()) for ep in episodes]
-        atomic_write_json(
+        write_record(
             made / "testbed.json",
             {
                 "key": key,
@@ -263,7 +278,7 @@ def load_dataset(folder: Path, env_cfg: EnvConfig) -> Demonstrations:
     """Load and validate a dataset written by `write_dataset` (or any Minari dataset with testbed.json)."""
     from minari import MinariDataset
 
-    meta = read_json(folder / "testbed.json")
+    meta = read_record(folder / "testbed.json", rebuild=folder)
     sha = tree_sha256(folder / "data")
     if sha != meta["sha256"]:
         raise CacheError(f"Dataset {folder / 'data'} does not match its hash in testbed.json; delete {folder}.")

@@ -106,7 +106,7 @@ def reference_returns(cfg, expert_return: float) -> dict[str, float]:  # type: i
     """The normalized score's 0 (random policy, measured once per env and cached) and 1 (the expert)."""
     from pathlib import Path
 
-    from testbed.cache import atomic_write_json, content_hash, locked, read_json
+    from testbed.cache import content_hash, locked, read_record, write_record
     from testbed.expert import env_key_fields
 
     key = content_hash({"env": env_key_fields(cfg.env), "episodes": cfg.eval.episodes, "seed": cfg.eval.seed})
@@ -114,8 +114,8 @@ def reference_returns(cfg, expert_return: float) -> dict[str, float]:  # type: i
     with locked(path):
         if not path.exists():
             cap = evaluate(cfg.env, random_act(cfg.env, seed=cfg.eval.seed), cfg.eval.episodes, cfg.eval.seed)
-            atomic_write_json(path, {"random_return": cap.mean, "random_return_std": cap.std})
-        random = read_json(path)
+            write_record(path, {"random_return": cap.mean, "random_return_std": cap.std})
+        random = read_record(path)
     return {
         "random_return": random["random_return"],
         "random_return_std": random["random_return_std"],

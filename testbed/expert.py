@@ -17,13 +17,14 @@ from stable_baselines3.common.callbacks import BaseCallback
 
 from testbed.cache import (
     CacheError,
-    atomic_write_json,
     content_hash,
     file_sha256,
+    has_record,
     library_versions,
     locked,
-    read_json,
+    read_record,
     staging_dir,
+    write_record,
 )
 from testbed.config import Config, EnvConfig
 from testbed.envs import make_env, make_vec_env
@@ -98,7 +99,7 @@ def get_expert(cfg: Config) -> Expert:
     key = expert_key(cfg)
     folder = Path(cfg.cache_dir) / "experts" / f"{cfg.env.name}-{key[:16]}"
     with locked(folder):  # parallel jobs asking for the same expert train it once
-        if not (folder / "meta.json").exists():
+        if not has_record(folder, "meta.json"):  # a folder without it fails here, before training
             _train_into(folder, cfg, key)
             source = "trained"
         else:
@@ -189,7 +190,7 @@ def _finish(
             "or tune env.ppo (nothing was cached)."
         )
     model.save(tmp / "model.zip")
-    atomic_write_json(
+    write_record(
         tmp / "meta.json",
         {
             "key": key,
@@ -208,13 +209,14 @@ def _finish(
 
 
 def _load_cached(folder: Path, cfg: Config, source: str) -> Expert:
-    meta = read_json(folder / "meta.json")
+    meta = read_record(folder / "meta.json", rebuild=folder)
     zip_path = folder / "model.zip"
     if not zip_path.exists() or file_sha256(zip_path) != meta["sha256"]:
         raise CacheError(
             f"Cached expert {zip_path} is missing or does not match its hash in meta.json; "
             f"delete {folder} to retrain it."
         )
+    _check_cached_reference(folder, cfg, meta["return_mean"])
     model = ALGOS[meta.get("algo", "ppo")].load(zip_path, device="cpu")
     return Expert(
         model,
@@ -228,12 +230,21 @@ def _load_cached(folder: Path, cfg: Config, source: str) -> Expert:
     )
 
 
+def _check_cached_reference(folder: Path, cfg: Config, return_mean: float) -> None:
+    """The reference check of `_finish`, for an expert cached by a job that skipped it: same command, same outcome."""
+    if cfg.expert.check_reference and return_mean < cfg.env.reference_return:
+        raise ExpertRejected(
+            f"Cached expert {folder} for {cfg.env.id} reached {return_mean:.1f}, below env.reference_return="
+            f"{cfg.env.reference_return} (it was cached by a job with expert.check_reference=false); raise "
+            "env.expert_timesteps or tune env.ppo for a better one, or set expert.check_reference=false to use "
+            "this one (nothing was deleted)."
+        )
+
+
 def _load_user_expert(cfg: Config) -> Expert:
     path = Path(cfg.expert.path)  # type: ignore[arg-type]
-    if not path.exists():
-        raise FileNotFoundError(f"expert.path={path} does not exist")
+    model = load_user_expert_zip(path, cfg.env.expert_algo)
     sha = file_sha256(path)
-    model = ALGOS[cfg.env.expert_algo].load(path, device="cpu")
     env = make_env(cfg.env)
     if model.observation_space != env.observation_space or model.action_space != env.action_space:
         raise ValueError(
@@ -245,8 +256,8 @@ def _load_user_expert(cfg: Config) -> Expert:
     with locked(ref):
         if not ref.exists():
             cap = evaluate(cfg.env, policy_act(model.policy), cfg.expert.eval_episodes)
-            atomic_write_json(ref, {"return_mean": cap.mean, "return_std": cap.std})
-        stats = read_json(ref)
+            write_record(ref, {"return_mean": cap.mean, "return_std": cap.std})
+        stats = read_record(ref)
     return Expert(model, path, sha, sha, stats["return_mean"], stats["return_std"], "user")
 
 
@@ -260,7 +271,7 @@ def weaker_expert(cfg: Config, expert: Expert, quality: float) -> Expert:
         return expert
     cfg = expert_view(cfg)
     folder = expert.path.parent
-    meta = read_json(folder / "meta.json") if expert.source != "user" else {}
+    meta = read_record(folder / "meta.json", rebuild=folder) if expert.source != "user" else {}
     if not meta.get("checkpoints"):
         raise CacheError(
             f"demos.expert_quality={quality} needs the expert's training checkpoints, and {folder} has none "
@@ -269,13 +280,13 @@ def weaker_expert(cfg: Config, expert: Expert, quality: float) -> Expert:
     random_return = reference_returns(cfg, expert.return_mean)["random_return"]
     scores_path = folder / f"checkpoint_returns-{cfg.expert.eval_episodes}.json"
     with locked(scores_path):
-        scores = read_json(scores_path) if scores_path.exists() else {}
+        scores = read_record(scores_path) if scores_path.exists() else {}
         for ckpt in meta["checkpoints"]:
             if ckpt["file"] not in scores:
                 model = ALGOS[meta.get("algo", "ppo")].load(folder / ckpt["file"], device="cpu")
                 cap = evaluate(cfg.env, policy_act(model.policy), cfg.expert.eval_episodes)
                 scores[ckpt["file"]] = {"return_mean": cap.mean, "return_std": cap.std}
-                atomic_write_json(scores_path, scores)
+                write_record(scores_path, scores)
             ret = scores[ckpt["file"]]["return_mean"]
             if normalized_score(ret, random_return, expert.return_mean) >= quality:
                 return _load_checkpoint(folder, meta, ckpt, scores[ckpt["file"]])
@@ -292,3 +303,18 @@ def _load_checkpoint(folder: Path, meta: dict[str, Any], ckpt: dict[str, Any], s
     return Expert(
         model, path, ckpt["sha256"], meta["key"], score["return_mean"], score["return_std"], "checkpoint", ckpt["steps"]
     )
+
+
+def load_user_expert_zip(path: str | Path, algo: str) -> BaseAlgorithm:
+    """The SB3 model at the user's expert.path, or an error naming the key and the file (validate calls it, so a
+    bad file fails before anything trains)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"expert.path={path} does not exist")
+    try:
+        return ALGOS[algo].load(path, device="cpu")
+    except Exception as exc:  # SB3 says "No data found in the saved file" or "wasn't a zip-file", naming neither
+        raise ValueError(
+            f"expert.path={path}: cannot load it as an SB3 {algo.upper()} model (env.expert_algo={algo}), "
+            f"{type(exc).__name__}: {exc}. It must be a zip saved by SB3's model.save()."
+        ) from exc

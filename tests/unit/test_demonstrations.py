@@ -62,7 +62,8 @@ def test_round_trip_keeps_every_field(tmp_path: Path) -> None:
         len(episodes[0]["actions"]) + len(episodes[1]["actions"]),
     ]
     assert (folder / "data" / "main_data.hdf5").exists(), "stored in Minari's layout"
-    assert not list(tmp_path.glob("testbed/.staging-*")), "no staging folder is left behind"
+    hidden = [p.name for p in (tmp_path / "testbed").iterdir() if p.name.startswith(".")]
+    assert hidden == [], "no staging folder or temp file is left behind"
 
 
 def test_minari_reads_it_back_with_its_own_loader(tmp_path: Path) -> None:
