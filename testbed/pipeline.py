@@ -15,7 +15,7 @@ from stable_baselines3.common.utils import set_random_seed
 from testbed import tracking
 from testbed.anchoring import attach_anchor, ppo_class
 from testbed.bc import train_bc
-from testbed.cache import file_sha256
+from testbed.cache import atomic_write, file_sha256
 from testbed.compute import StageCompute, actor_params, train_flops
 from testbed.config import Config, validate
 from testbed.demonstrations import Demonstrations, get_demonstrations
@@ -51,7 +51,7 @@ def setup(cfg: DictConfig) -> None:
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
-    """Run one job and return the content of its results.json."""
+    """Run one job and return the content of its results.json (refused in a folder that holds another job's)."""
     setup(cfg)
     results = ResultsFile(output_dir(cfg), cfg)
     tracker = tracking.start(cfg, results.path.parent, job_type="train")
@@ -109,7 +109,7 @@ def bc_stage(cfg: Config, model: PPO, demos: Demonstrations, results: ResultsFil
         return StageCompute()
     bc = train_bc(model.policy, demos, cfg.bc, cfg.seed, progress=cfg.progress)
     bc_path = results.path.parent / "bc_policy.pt"
-    torch.save(model.policy.state_dict(), bc_path)
+    atomic_write(bc_path, lambda f: torch.save(model.policy.state_dict(), f))
     results.data["artifacts"]["bc_policy"] = {"path": str(bc_path), "sha256": file_sha256(bc_path)}
     results.data["timings"]["bc_s"] = bc.wall_s
     results.update(bc={k: v for k, v in vars(bc).items() if k != "curve"} | {"curve": bc.curve})
@@ -162,5 +162,5 @@ def rl_stage(cfg: Config, model: PPO, demos: Demonstrations, refs: dict[str, flo
     finetune(model, cfg.rl, on_checkpoint, progress=cfg.progress, on_row=on_row)
     results.data["timings"]["rl_total_s"] = time.perf_counter() - start
     final = results.path.parent / "final_model.zip"
-    model.save(final)
+    atomic_write(final, lambda f: model.save(f))  # type: ignore[arg-type]  # SB3 saves into any binary file
     results.data["artifacts"]["final_policy"] = {"path": str(final), "sha256": file_sha256(final)}

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol
 
 from omegaconf import DictConfig, OmegaConf
 
-from testbed.results import run_name
+from testbed.results import check_writable, run_name
 
 if TYPE_CHECKING:
     from wandb import Run
@@ -106,6 +106,7 @@ def start(cfg: DictConfig, folder: Path, job_type: str) -> Tracker:
 
 
 def _init_run(cfg: DictConfig, folder: Path, job_type: str) -> Run:
+    wandb_dir = _wandb_dir(cfg, folder)
     import wandb
 
     return wandb.init(
@@ -115,10 +116,22 @@ def _init_run(cfg: DictConfig, folder: Path, job_type: str) -> Run:
         job_type=job_type,
         tags=sorted({*cfg.logger.tags, cfg.env.name, cfg.variant}),
         config=OmegaConf.to_container(cfg, resolve=True),  # type: ignore[arg-type]
-        dir=Path(cfg.logger.dir or folder).resolve(),
+        dir=wandb_dir,
         mode=mode(cfg),  # type: ignore[arg-type]
         reinit="create_new",  # one run per job: never hand back the previous job's run (wandb issue 1314)
     )
+
+
+def _wandb_dir(cfg: DictConfig, folder: Path) -> Path:
+    """`logger.dir`, else the job folder; raises OSError naming it where wandb could not write (it would
+    silently fall back to /tmp/wandb)."""
+    path = Path(cfg.logger.dir or folder).resolve()
+    try:
+        check_writable(path)
+    except OSError as exc:
+        where = f"logger.dir={path}" if cfg.logger.dir else f"the job folder {path} (logger.dir is null)"
+        raise OSError(f"{where} is not writable: {exc}") from exc
+    return path
 
 
 def mode(cfg: DictConfig) -> str:

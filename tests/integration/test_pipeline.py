@@ -39,6 +39,7 @@ TOP_KEYS = {
     "seed",
     "config_hash",
     "config",
+    "versions",
     "artifacts",
     "references",
     "bc",
@@ -66,6 +67,21 @@ def test_fast_pipeline_writes_the_documented_schema(fast_cfg) -> None:  # type: 
     for row in data["checkpoints"]:
         assert set(row) >= CHECKPOINT_KEYS, CHECKPOINT_KEYS - set(row)
     assert data["bc"]["grad_steps"] == 200 and data["bc"]["samples"] > 0
+    import stable_baselines3
+    import torch
+
+    versions = data["versions"]
+    assert set(versions) == {
+        "python",
+        "torch",
+        "stable-baselines3",
+        "sb3-contrib",
+        "gymnasium",
+        "numpy",
+        "hydra-core",
+        "wandb",
+    }
+    assert (versions["torch"], versions["stable-baselines3"]) == (torch.__version__, stable_baselines3.__version__)
 
 
 def test_bc_agrees_with_the_expert_on_held_out_states(fast_cfg) -> None:  # type: ignore[no-untyped-def]
