@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import II, MISSING
+from omegaconf import II, MISSING, OmegaConf
+
+# numpy's seed range: every seed reaches np.random.seed (the job's through set_random_seed, the others through SB3).
+SEED_RANGE = (0, 2**32)
 
 
 @dataclass
@@ -14,7 +18,11 @@ class EnvConfig:
     """One gymnasium task, with the references and PPO hyperparameters that go with it."""
 
     id: str = MISSING  # gymnasium id, e.g. "Pendulum-v1"
-    name: str = MISSING  # short name used in run names and folders
+    # The env id this file's settings (name, references, budgets, ppo) were measured for: a job whose env.id
+    # differs borrows none of its references (see validate).
+    settings_for: str = MISSING
+    # Short name in run names, folders and cache names; env files set `${testbed_env_name:<short>,<their id>}`.
+    name: str = MISSING
     n_envs: int = 8  # DummyVecEnv copies for PPO (8 is fastest on 2 cores)
     max_episode_steps: int | None = None  # None keeps the registered TimeLimit
     wrapper: str | None = None  # named observation wrapper (see envs.WRAPPERS), e.g. "minigrid_flat"
@@ -64,7 +72,10 @@ class DemosConfig:
     # Further sources whose episodes are appended to the main ones, e.g. [{episodes: 8, epsilon: 0.5}].
     mix: list[DemoSource] = field(default_factory=list)
     deterministic: bool = True  # expert acts by its mode, not a sample
-    seed: int = 0  # demonstration episodes use seeds disjoint from training and evaluation
+    # Which demonstration set: each job seed draws its own by default, so the spread over seeds includes the
+    # variance of drawing demonstrations (large for BC from few episodes); a number fixes one set for all seeds.
+    # Its episodes use start seeds disjoint from training and evaluation.
+    seed: int = II("seed")
 
 
 @dataclass
@@ -164,6 +175,19 @@ class Config:
     progress: bool = True  # progress bars (quiet anyway when not on a terminal)
 
 
+def env_name(short: str, for_id: str, *, _parent_: Any) -> str:
+    """`name: ${testbed_env_name:pendulum,Pendulum-v1}`: `short` while env.id is `for_id`, else a slug of env.id
+    (MountainCarContinuous-v0 -> mountaincarcontinuous-v0), so an env.id override names the run, its folders and
+    its caches after the env it runs. An interpolation, not a rewrite in validate: Hydra names the job's folder
+    from ${env.name} before the job starts."""
+    env_id = str(_parent_.id)
+    return short if env_id == for_id else re.sub(r"[^a-z0-9]+", "-", env_id.lower()).strip("-")
+
+
+# At import, not in register_configs: any process that reads a config (a launcher's worker, analysis) needs it.
+OmegaConf.register_new_resolver("testbed_env_name", env_name, replace=True)
+
+
 def register_configs() -> None:
     """Register the schemas so conf/ files are validated against them."""
     cs = ConfigStore.instance()
@@ -179,13 +203,16 @@ def register_configs() -> None:
 
 def validate(cfg: Any) -> None:
     """Checks the schema cannot express, run before any training so a bad job starts nothing."""
-    from testbed.envs import check_env_id
-    from testbed.expert import check_expert_kwargs
+    from testbed.envs import check_env_id, check_spaces
+    from testbed.expert import check_expert_kwargs, load_user_expert_zip
     from testbed.policy import check_ppo_kwargs
 
+    _check_seeds(cfg)
     check_env_id(cfg.env.id)
     check_ppo_kwargs(cfg.env)
     check_expert_kwargs(cfg.env)
+    check_spaces(cfg.env)
+    _check_settings_for(cfg)
     _one_of("rl.init", cfg.rl.init, ("bc", "scratch"))
     _check_anchor_and_voting(cfg)
     _one_of("logger.backend", cfg.logger.backend, ("wandb", "none"))
@@ -203,6 +230,36 @@ def validate(cfg: Any) -> None:
     ):
         if value < 1:
             raise ValueError(f"{key} must be >= 1, got {value}")
+    if cfg.expert.path:  # last: loading the zip is the slowest check
+        load_user_expert_zip(cfg.expert.path, cfg.env.expert_algo)
+
+
+def _check_seeds(cfg: Any) -> None:
+    low, high = SEED_RANGE
+    seeds = {"seed": cfg.seed, "expert.seed": cfg.expert.seed, "demos.seed": cfg.demos.seed, "eval.seed": cfg.eval.seed}
+    for key, value in seeds.items():
+        if not low <= value < high:
+            raise ValueError(f"{key}={value} is out of range: a seed must lie in [0, 2**32) (numpy's seed range)")
+
+
+def _check_settings_for(cfg: Any) -> None:
+    """Refuse references measured for another env than env.id: they would accept or reject the wrong expert."""
+    env = cfg.env
+    if env.id == env.settings_for:
+        return
+    origin = f"was measured for {env.settings_for} (env.settings_for)"
+    # A user's expert (expert.path) is never checked against reference_return, so it borrows nothing.
+    if cfg.expert.check_reference and not cfg.expert.path:
+        raise ValueError(
+            f"env.id='{env.id}' has no reference return of its own: env.reference_return={env.reference_return} "
+            f"{origin}. Set env.reference_return=<value> env.settings_for={env.id} (or add a conf/env file for "
+            f"{env.id}), or expert.check_reference=false to accept any expert."
+        )
+    if env.success_return is not None:
+        raise ValueError(
+            f"env.id='{env.id}' has no success return of its own: env.success_return={env.success_return} {origin}. "
+            f"Set env.success_return=<value> env.settings_for={env.id}, or env.success_return=null (no success rate)."
+        )
 
 
 def _check_demo_source(key: str, source: Any) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import gymnasium as gym
 import numpy as np
@@ -22,8 +22,9 @@ VELOCITY_INDICES: dict[str, list[int]] = {
     "MountainCar-v0": [1],  # car velocity
 }
 
-# Seed ranges keep training, demonstration and evaluation episodes disjoint.
-TRAIN_SEED_BASE = 0
+# Seed ranges keep demonstration and evaluation episodes disjoint; training envs draw hashed seeds of their own
+# (train_env_seeds), tagged with TRAIN_STREAM so no other use of a SeedSequence reproduces them.
+TRAIN_STREAM = 0x7261696E
 DEMO_SEED_BASE = 1_000_000
 EVAL_SEED_BASE = 2_000_000
 
@@ -79,6 +80,28 @@ def check_env_id(env_id: str) -> None:
         raise ValueError(f"Unknown env id '{env_id}' (env.id): gymnasium has no such environment.{hint}")
 
 
+def check_spaces(cfg: EnvConfig) -> None:
+    """Fail early, naming env.id and the space, on spaces the pipeline does not handle, as the learner sees them
+    (after env.wrapper and masking): a Box observation, and Discrete or Box actions, the only ones BC's likelihood
+    fast path, drift's action agreement and voting are written for."""
+    env = make_env(cfg)
+    obs_space, act_space = env.observation_space, env.action_space
+    env.close()
+    where = f"env.id='{cfg.id}'" + (f" (env.wrapper='{cfg.wrapper}')" if cfg.wrapper else "")
+    if not isinstance(obs_space, gym.spaces.Box):
+        raise ValueError(
+            f"{where} has observation space {obs_space}: the testbed needs a Box observation space, after "
+            f"env.wrapper (known wrappers: {sorted(WRAPPERS)})."
+        )
+    if not isinstance(act_space, gym.spaces.Discrete | gym.spaces.Box):
+        raise ValueError(f"{where} has action space {act_space}: the testbed supports Discrete or Box actions only.")
+    if cfg.expert_algo == "dqn" and not isinstance(act_space, gym.spaces.Discrete):
+        raise ValueError(
+            f"env.expert_algo='dqn' needs a Discrete action space, and env.id='{cfg.id}' has {act_space}; "
+            "use env.expert_algo=ppo."
+        )
+
+
 def make_env(cfg: EnvConfig) -> gym.Env:
     """One env with the configured wrappers (unseeded: seed it through reset)."""
     check_env_id(cfg.id)
@@ -112,9 +135,28 @@ def hidden_indices(cfg: EnvConfig) -> list[int]:
     return list(VELOCITY_INDICES[cfg.id])
 
 
+def train_env_seeds(seed: int, n_envs: int) -> list[int]:
+    """First-reset seeds of a job's training envs: an independent stream per (job seed, env index).
+
+    SB3's own rule, seed + i, would give jobs s and s+1 seven of eight streams in common, while seeds are the unit
+    of every confidence interval. numpy's SeedSequence hashes (seed, i) into unrelated 32-bit seeds.
+    """
+    return [int(np.random.SeedSequence(seed, spawn_key=(TRAIN_STREAM, i)).generate_state(1)[0]) for i in range(n_envs)]
+
+
+class TrainVecEnv(DummyVecEnv):
+    """A DummyVecEnv seeded by `train_env_seeds`; SB3 calls `seed(job seed)` itself when it builds a model."""
+
+    def seed(self, seed: int | None = None) -> Sequence[int | None]:
+        if seed is None:
+            return super().seed(None)
+        self._seeds = list(train_env_seeds(seed, self.num_envs))  # SB3 hands these to each env's next reset
+        return self._seeds
+
+
 def make_vec_env(cfg: EnvConfig, seed: int, n_envs: int | None = None) -> VecEnv:
-    """A DummyVecEnv of `n_envs` copies whose first resets use seeds seed, seed+1, ..."""
+    """A vector env of `n_envs` copies whose first resets use `train_env_seeds(seed, n_envs)`."""
     n = n_envs or cfg.n_envs
-    vec = DummyVecEnv([lambda: Monitor(make_env(cfg)) for _ in range(n)])
-    vec.seed(TRAIN_SEED_BASE + seed)
+    vec = TrainVecEnv([lambda: Monitor(make_env(cfg)) for _ in range(n)])
+    vec.seed(seed)
     return vec

@@ -58,3 +58,9 @@ def test_bad_choice_names_the_key() -> None:
     cfg = make_cfg("rl.init=pretrained")
     with pytest.raises(ValueError, match="rl.init"):
         validate(cfg)
+
+
+def test_each_job_seed_draws_its_own_demonstrations_unless_fixed() -> None:
+    """The spread over seeds must include the variance of drawing demonstrations (large for BC from few)."""
+    assert [make_cfg(f"seed={s}").demos.seed for s in (0, 1, 4)] == [0, 1, 4]
+    assert [make_cfg(f"seed={s}", "demos.seed=7").demos.seed for s in (0, 1, 4)] == [7, 7, 7]

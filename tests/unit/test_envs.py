@@ -147,3 +147,21 @@ def _rollout_one_episode(env: gym.Env, seed: int, max_steps: int) -> np.ndarray:
         if terminated or truncated:
             break
     return np.array(out)
+
+
+def test_training_env_streams_are_independent_across_job_seeds() -> None:
+    """A PPO model re-seeds its vector env with the job seed; env i must then start from its own hashed stream,
+    so neighbouring job seeds share no env stream (SB3's seed + i shared 7 of 8 between seeds s and s+1)."""
+    from testbed.envs import make_vec_env, train_env_seeds
+    from testbed.policy import build_ppo
+
+    cfg = make_cfg("env=cartpole").env
+    starts = {}
+    for seed in (0, 1):
+        model = build_ppo(cfg, make_vec_env(cfg, seed), seed)
+        starts[seed] = [tuple(obs) for obs in model.env.reset()]
+        expected = [tuple(make_env(cfg).reset(seed=s)[0]) for s in train_env_seeds(seed, cfg.n_envs)]
+        assert starts[seed] == expected, "env i's first reset uses train_env_seeds(seed)[i]"
+    assert not set(starts[0]) & set(starts[1]), "jobs 0 and 1 share no start state"
+    assert not set(train_env_seeds(0, 8)) & set(train_env_seeds(1, 8))
+    assert train_env_seeds(3, 8) == train_env_seeds(3, 8) and len(set(train_env_seeds(3, 8))) == 8
