@@ -5,20 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import torch
 from stable_baselines3 import PPO
 
-from testbed.anchoring import attach_anchor, ppo_class
-from testbed.bc import train_bc
-from testbed.demonstrations import get_demonstrations
-from testbed.drift import snapshot, weight_drift
-from testbed.envs import make_vec_env
-from testbed.expert import get_expert
-from testbed.finetune import finetune
-from testbed.pipeline import run, setup
-from testbed.policy import build_ppo
+from testbed.pipeline import run
 from tests.conftest import make_cfg
 
 pytestmark = pytest.mark.slow
@@ -56,12 +47,26 @@ def test_an_anchor_with_coefficient_zero_is_plain_finetuning(fast_cfg, plain: di
     assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
 
 
-def test_a_large_bc_kl_coefficient_keeps_the_policy_at_bc(fast_cfg, plain: dict[str, Any]) -> None:  # type: ignore[no-untyped-def]
-    data = run(fast_cfg("rl.anchor.kind=bc_kl", "rl.anchor.coef=1000"))
-    kl, kl_plain = data["checkpoints"][-1]["drift/kl/demo"], plain["checkpoints"][-1]["drift/kl/demo"]
-    print({"drift/kl/demo": kl, "plain": kl_plain})
+# A coefficient so large that the anchor dominates PPO's loss (EWC's Fisher is small, hence its larger one).
+PINNING_COEF = {"bc_kl": 1000, "kickstart": 1000, "ewc": 1e6}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_an_anchor_at_a_huge_coefficient_keeps_the_policy_at_bc(fast_cfg, plain: dict[str, Any], kind: str) -> None:  # type: ignore[no-untyped-def]
+    """The known answer at the limit: the anchor pins the actor, so behaviour and weights barely move.
+
+    Measured on seed 0 (debug=fast): KL to BC 2e-7 / 9e-6 / 2e-8 (plain 0.17), actor change 0.004 / 0.002 / 0.0001
+    (plain 0.056). Whether anchoring at a useful coefficient lowers drift while still gaining is a claim about
+    learning, tested over seeds in experiments/anchoring.md, not here.
+    """
+    data = run(fast_cfg(f"rl.anchor.kind={kind}", f"rl.anchor.coef={PINNING_COEF[kind]}", f"variant={kind}"))
+    last, plain_last = data["checkpoints"][-1], plain["checkpoints"][-1]
+    kl, kl_plain = last["drift/kl/demo"], plain_last["drift/kl/demo"]
+    change, change_plain = last["drift/weights/actor/rel_change"], plain_last["drift/weights/actor/rel_change"]
+    print({"kl": kl, "kl_plain": kl_plain, "rel_change": change, "rel_change_plain": change_plain})
     assert kl < 1e-4 and kl < kl_plain / 100, (kl, kl_plain)
-    assert data["checkpoints"][-1]["drift/agreement/demo"] >= 0.99
+    assert change < change_plain / 4, (change, change_plain)
+    assert last["drift/agreement/demo"] >= 0.99
 
 
 def test_rl_from_scratch_is_a_first_class_variant(fast_cfg) -> None:  # type: ignore[no-untyped-def]
@@ -90,36 +95,3 @@ def test_voting_by_samples_costs_one_policy(fast_cfg) -> None:  # type: ignore[n
     for row in data["voting"]:
         assert row["compute/voting/forward_passes_per_step"] == 1 and row["compute/voting/bc_policies"] == 1
         assert 0.0 <= row["eval/success_rate"] <= 1.0
-
-
-def actor_drift_after(cfg_overrides: list[str], cache_dir: Path) -> float:
-    """BC then PPO to one budget; the actor's relative weight change against the BC snapshot."""
-    cfg = make_cfg("env=cartpole", "debug=fast", "logger=none", f"cache_dir={cache_dir}", *cfg_overrides)
-    setup(cfg)
-    demos = get_demonstrations(cfg, get_expert(cfg))
-    model = build_ppo(cfg.env, make_vec_env(cfg.env, cfg.seed), cfg.seed, algo=ppo_class(cfg.rl.anchor))
-    train_bc(model.policy, demos, cfg.bc, cfg.seed, progress=False)
-    bc = snapshot(model.policy)
-    attach_anchor(model, cfg.rl.anchor, bc, demos.observations, cfg.seed)
-    rows = finetune(model, cfg.rl, lambda steps, m: weight_drift(bc, m.policy), progress=False)
-    return float(rows[-1]["drift/weights/actor/rel_change"])
-
-
-def test_anchoring_lowers_weight_drift_on_every_seed(cache_dir: Path) -> None:
-    """bc_kl and kickstart (coef 10) against plain PPO, 2048 RL steps, seeds 0-2.
-
-    Measured (actor rel_change): plain 0.061 / 0.028 / 0.039, bc_kl 0.013 / 0.004 / 0.020, kickstart 0.010 /
-    0.003 / 0.004 (at coef 1 bc_kl was not lower on every seed). Three seeds cannot reach p < 0.05 in a paired
-    permutation test (its smallest p is 1/8), so the claim asserted is the robust one: lower on every seed, by
-    at least 10%. EWC is not asserted: its
-    Fisher weighting leaves the directions the BC policy is insensitive to free to move (experiments/anchoring.md).
-    """
-    drift = {
-        kind: [actor_drift_after(["rl.budgets=[0,2048]", f"seed={s}", f"rl.anchor.kind={kind}",
-                                  "rl.anchor.coef=10"], cache_dir)
-               for s in range(3)]
-        for kind in ["none", "bc_kl", "kickstart"]
-    }
-    print({k: np.round(v, 4).tolist() for k, v in drift.items()})
-    for kind in ("bc_kl", "kickstart"):
-        assert all(a < 0.9 * p for a, p in zip(drift[kind], drift["none"], strict=True)), drift
