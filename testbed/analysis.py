@@ -1,24 +1,29 @@
 """Sweep results -> tidy tables, the imitation frontier, compute-equivalent gain with CIs, comparisons.
 
 Reads every results.json under the given folders (no wandb). Everything here is numbers; `report.py`
-draws and writes them. The method, in brief (docs/report.md has the long form):
+draws and writes them. The method, in brief (docs/research.md has the long form):
 
 - A *cell* is a set of jobs that differ only in their seed (and in which RL budgets they checkpoint at:
   a checkpoint at budget B equals a separate run of budget B). Capability over seeds is the IQM with
   `stats.aggregate`'s stratified bootstrap CI.
 - The *imitation frontier* P_BC(C) is fitted, per env and demonstration source, from every BC snapshot:
   the `rl_steps = 0` checkpoint of every `rl.init=bc` job, BC-only or not (all are BC policies whose cost
-  is `compute/bc/flops`). Per BC configuration, the IQM over seeds; at each distinct cost the best
-  configuration (the frontier is the best capability that cost buys); then weighted isotonic regression
-  (scipy's pool-adjacent-violators) over increasing cost, and linear interpolation in log10(cost) between
-  fitted points. Nothing is extrapolated: beyond the fitted range the inverse is a bound.
+  is `compute/bc/flops`). At each distinct cost the best BC configuration (the frontier is the best
+  capability that cost buys); where a cost has several, the best is chosen on half of the seeds and scored
+  on the other half, both ways (cross-fitting: a choice scored on the seeds that made it is biased up, and
+  CEG with it down); then
+  weighted isotonic regression (scipy's pool-adjacent-violators) over increasing cost, and linear
+  interpolation in log10(cost) between fitted points. Nothing is extrapolated.
 - *CEG* of a BC+RL point with capability P: C_eq = P_BC^-1(P), the least BC compute whose fitted
-  capability reaches P; CEG = C_eq / C_BC and the cost-charged C_eq / (C_BC + C_RL). P above the
-  frontier's best gives a lower bound (C_eq >= the largest fitted cost), below its lowest an upper bound.
-  The same inverse on the demonstration-transitions axis gives the demonstration-equivalent gain D_eq / D.
-- *CIs* of the gains: seeds are resampled within every cell (the BC configurations that make the frontier
-  and the BC+RL cell, with the same draw where they share seeds), the frontier is refitted on every
-  resample and the point mapped through it; percentile interval.
+  capability reaches P; CEG = C_eq / C_BC and the cost-charged C_eq / (C_BC + C_RL). P above the fit's
+  best but reached by some cost's measured capability maps to the cheapest such cost (never below where the
+  fit tops out); P above every measured capability gives a lower bound (C_eq >= the largest cost), below
+  the fit's lowest an upper bound. The same inverse on the demonstration-transitions axis gives the
+  demonstration-equivalent gain D_eq / D. A cell's BC snapshot (rl_steps = 0) is marked `start`, not given
+  a gain: it is a point of the frontier itself.
+- *CIs* of the gains: seeds are resampled within every cell (the BC configurations that make the frontier,
+  within each cross-fitting half, and the BC+RL cell, with the same draw where they share seeds), the
+  frontier is refitted on every resample and the point mapped through it; percentile interval.
 """
 
 from __future__ import annotations
@@ -32,11 +37,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import scipy.stats
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 from scipy.optimize import isotonic_regression
 
+from testbed import config as _config  # noqa: F401  (registers the env-name resolver .hydra/config.yaml uses)
 from testbed import stats
 from testbed.cache import content_hash
 from testbed.results import _NOT_HASHED, RESULTS_FILE, SCHEMA_VERSION
@@ -350,8 +355,11 @@ def probability_of_improvement(x: np.ndarray, y: np.ndarray) -> dict[str, float]
 
 
 def iqm(x: np.ndarray, axis: int = -1) -> np.ndarray:
-    """Interquartile mean (25% trimmed mean), rliable's IQM, along `axis`."""
-    return np.asarray(scipy.stats.trim_mean(x, 0.25, axis=axis))
+    """Interquartile mean (25% trimmed mean, cut as scipy.stats.trim_mean cuts), rliable's IQM, along `axis`."""
+    x = np.asarray(x, dtype=np.float64)
+    x = x if axis in (-1, x.ndim - 1) else np.moveaxis(x, axis, -1)
+    cut = int(0.25 * x.shape[-1])
+    return np.asarray(np.sort(x, axis=-1)[..., cut : x.shape[-1] - cut].mean(axis=-1))
 
 
 def capability_table(points: pd.DataFrame, metric: str = METRIC) -> pd.DataFrame:
@@ -382,8 +390,9 @@ def capability_table(points: pd.DataFrame, metric: str = METRIC) -> pd.DataFrame
 class Frontier:
     """A monotone fit of capability against cost, piecewise linear in log10(cost), defined on its range only."""
 
-    log_cost: np.ndarray  # (n,) log10 of the cost at each fitted point, strictly increasing
+    log_cost: np.ndarray  # (n,) log10 of each distinct cost, strictly increasing
     score: np.ndarray  # (n,) fitted capability, nondecreasing
+    measured: np.ndarray  # (n,) each cost's capability before the fit (`fit_frontier`'s step 1)
 
     def __call__(self, cost: np.ndarray | float) -> np.ndarray:
         """P_BC(cost); NaN outside the fitted range."""
@@ -394,16 +403,25 @@ class Frontier:
     def inverse(self, score: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
         """(cost, censor): the least cost whose fitted capability reaches `score`.
 
-        censor is +1 where `score` lies above the frontier's best (cost is then a lower bound: the largest
-        fitted cost), -1 below its lowest (an upper bound: the smallest fitted cost), 0 otherwise.
+        1. Up to the fit's best: the fit's inverse (linear in log-cost; a plateau maps to its start).
+        2. Above the fit's best, where some cost's `measured` capability reached `score` (the isotonic fit
+           pools a dip at the top, so its best can lie below a capability that was measured): finite, the
+           cheapest cost that measured at least `score`, or the cost where the fit reaches its best if that is
+           larger. The second clause keeps the inverse nondecreasing in `score` (a cheap cost that measured
+           high inside a pooled stretch would otherwise map a higher score below a lower one).
+        3. Above every measured capability: censored, +1, and cost is a lower bound (the largest cost).
+           Below the fit's lowest: censored, -1, an upper bound (the smallest cost). 0 otherwise.
         """
-        return _inverse(self.log_cost, self.score, np.atleast_1d(np.asarray(score, dtype=np.float64)))
+        p = np.atleast_1d(np.asarray(score, dtype=np.float64))
+        return _inverse(self.log_cost, self.score, self.measured, p)
 
 
-def _inverse(x: np.ndarray, y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Frontier.inverse for many fits at once: x (n,) log costs, y (..., n) fits broadcast against p (...)."""
+def _inverse(x: np.ndarray, y: np.ndarray, measured: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Frontier.inverse for many fits at once: x (n,) log costs, y and measured (..., n) broadcast against p (...)."""
     y = np.broadcast_to(y, (*p.shape, len(x)))
-    above, below = p > y[..., -1] + _TOL, p < y[..., 0] - _TOL
+    reached = np.broadcast_to(measured, y.shape) >= p[..., None] - _TOL
+    over = p > y[..., -1] + _TOL  # above the fit's best
+    above, below = over & ~reached.any(axis=-1), p < y[..., 0] - _TOL
     if len(x) == 1:
         out = np.full(p.shape, x[0])
     else:
@@ -415,7 +433,10 @@ def _inverse(x: np.ndarray, y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, n
         frac = np.divide(p - y0, y1 - y0, out=np.ones_like(p), where=y1 > y0)
         out = x[j - 1] + np.clip(frac, 0.0, 1.0) * (x[j] - x[j - 1])
         out = np.where(p <= y[..., 0] + _TOL, x[0], out)
-    # 3. Outside the fitted range: the bound, flagged.
+    # 3. Above the fit but measured somewhere: the cheapest cost that measured p, not before the fit's best.
+    fit_top = np.argmax(y >= y[..., -1:] - _TOL, axis=-1)
+    out = np.where(over, x[np.maximum(np.argmax(reached, axis=-1), fit_top)], out)
+    # 4. Outside what was measured: the bound, flagged.
     out = np.where(above, x[-1], np.where(below, x[0], out))
     return 10.0**out, np.where(above, 1, np.where(below, -1, 0))
 
@@ -423,53 +444,112 @@ def _inverse(x: np.ndarray, y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, n
 _TOL = 1e-12
 
 
-def fit_frontier(cost: np.ndarray, score: np.ndarray, weight: np.ndarray | None = None) -> Frontier:
-    """Fit P_BC from one capability per BC configuration at its cost.
+def fit_frontier(cost: np.ndarray, scores: Sequence[np.ndarray] | np.ndarray) -> Frontier:
+    """Fit P_BC from the per-seed capabilities of BC configurations (`scores[i]`, in seed order) at `cost[i]`.
 
-    1. At each distinct cost keep the best configuration: the frontier is the best capability that cost
-       buys (e.g. the best demonstration count at a given number of BC FLOPs).
-    2. Weighted isotonic regression (pool adjacent violators) in order of increasing cost; the weight of
-       a configuration is its number of seeds.
+    A bare number in `scores` is a configuration with a single seed.
+
+    1. At each distinct cost, the capability that cost buys: the best configuration there, chosen on some
+       seeds and scored on the others (`_choose_and_score`), so that the seeds' luck that made a
+       configuration look best does not also score it (which would bias the frontier up and CEG down).
+       At a cost with a single configuration nothing is chosen: its IQM over all seeds.
+    2. Weighted isotonic regression (pool adjacent violators) in order of increasing cost; the weight of a
+       cost is the number of seeds that scored it.
     """
-    cost, score = np.asarray(cost, dtype=np.float64), np.asarray(score, dtype=np.float64)
-    weight = np.ones_like(score) if weight is None else np.asarray(weight, dtype=np.float64)
-    levels, best_score, best_weight = _best_per_cost(cost, score[None, :], weight)
-    fitted = isotonic_regression(best_score[0], weights=best_weight[0], increasing=True).x
-    return Frontier(log_cost=np.log10(levels), score=np.asarray(fitted))
+    samples = [np.atleast_1d(np.asarray(s, dtype=np.float64))[None, :] for s in scores]
+    levels, value, weight = _cross_fitted(np.asarray(cost, dtype=np.float64), samples)
+    return Frontier(log_cost=np.log10(levels), score=_isotonic(value, weight)[0], measured=value[0])
 
 
-def _best_per_cost(cost: np.ndarray, scores: np.ndarray, weight: np.ndarray
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Distinct costs and, per row of `scores` (resamples x configurations), the best score at each cost."""
+def _isotonic(value: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """Weighted isotonic regression of every row of `value` (rows x costs) over increasing cost."""
+    return np.stack([isotonic_regression(v, weights=w, increasing=True).x for v, w in zip(value, weight, strict=True)])
+
+
+def _cross_fitted(cost: np.ndarray, samples: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(levels, value, weight): distinct costs and, per row of the samples, each cost's capability and weight.
+
+    `samples[i]` holds configuration i's scores, (rows, seeds) in seed order: rows are the data as measured
+    and bootstrap resamples of it; value and weight are (rows, levels).
+    """
     if np.any(cost <= 0) or not np.all(np.isfinite(cost)):
         raise ValueError(f"frontier costs must be positive and finite, got {cost}")
-    levels, inverse = np.unique(cost, return_inverse=True)
-    best = np.full((scores.shape[0], len(levels)), -np.inf)
-    best_w = np.zeros_like(best)
-    for i in range(len(cost)):
-        better = scores[:, i] > best[:, inverse[i]]
-        best[better, inverse[i]] = scores[better, i]
-        best_w[better, inverse[i]] = weight[i]
-    return levels, best, best_w
+    levels, level_of = np.unique(cost, return_inverse=True)
+    value = np.empty((samples[0].shape[0], len(levels)))
+    weight = np.empty_like(value)
+    for j in range(len(levels)):
+        value[:, j], weight[:, j] = _choose_and_score([samples[i] for i in np.flatnonzero(level_of == j)])
+    return levels, value, weight
+
+
+def _choose_and_score(samples: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(value, weight) per row: the capability one cost buys, from its configurations' (rows, seeds) scores.
+
+    1. A single configuration: its IQM over all its seeds (weight: its seeds).
+    2. Several (two-fold cross-fitting): the even-position seeds choose the configuration with the best IQM
+       on them, and the odd ones do the same; the value is the IQM over the pooled seeds of the other half
+       of each chosen configuration (weight: the pooled count). When both halves choose the same
+       configuration, that is its IQM over all its seeds.
+    3. A configuration with one seed cannot be scored on seeds that did not choose it: it is left out when
+       another configuration at the cost has two seeds or more; when none has, the best IQM is taken as it is
+       (the selection bias that cross-fitting removes stays there).
+    """
+    rows = samples[0].shape[0]
+    if len(samples) == 1:
+        return iqm(samples[0]), np.full(rows, samples[0].shape[1], dtype=np.float64)
+    usable = [s for s in samples if s.shape[1] >= 2]
+    if not usable:
+        return np.max(np.stack([iqm(s) for s in samples]), axis=0), np.ones(rows)
+    even, odd = [s[:, 0::2] for s in usable], [s[:, 1::2] for s in usable]
+    # 1. Each half's choice, per row.
+    chosen_even = np.argmax(np.stack([iqm(h) for h in even]), axis=0)
+    chosen_odd = np.argmax(np.stack([iqm(h) for h in odd]), axis=0)
+    # 2. Each row's two choices, scored on the halves that did not make them: all rows at once where every
+    #    configuration has as many seeds, else per distinct pair of choices.
+    if len({s.shape[1] for s in usable}) == 1:
+        at = np.arange(rows)
+        pooled = np.concatenate([np.stack(odd)[chosen_even, at], np.stack(even)[chosen_odd, at]], axis=1)
+        return iqm(pooled), np.full(rows, pooled.shape[1], dtype=np.float64)
+    value, weight = np.empty(rows), np.empty(rows)
+    for a, b in set(zip(chosen_even.tolist(), chosen_odd.tolist(), strict=True)):
+        at = (chosen_even == a) & (chosen_odd == b)
+        value[at] = iqm(np.concatenate([odd[a][at], even[b][at]], axis=1))
+        weight[at] = odd[a].shape[1] + even[b].shape[1]
+    return value, weight
+
+
+def _draws(n: int, n_resamples: int, rng: np.random.Generator, halves: bool) -> np.ndarray:
+    """(1 + n_resamples, n) seed positions: row 0 the seeds as measured, then bootstrap resamples.
+
+    With `halves`, seeds are resampled within each cross-fitting half (even and odd positions), so that a
+    resample never puts one seed in both halves (which would let the seeds that choose a configuration score it).
+    """
+    draw = np.tile(np.arange(n), (n_resamples + 1, 1))
+    for half in (draw[0, 0::2], draw[0, 1::2]) if halves else (draw[0],):
+        if half.size:
+            draw[1:, half] = half[rng.integers(0, half.size, size=(n_resamples, half.size))]
+    return draw
+
+
+_CELL_COLUMNS = ["env", "frontier", "bc_hash", "label", "demos", "grad_steps", "bc_flops", "demo_transitions",
+                 "n_seeds", "score_iqm", "seeds", "scores"]
 
 
 def frontier_cells(points: pd.DataFrame, metric: str = METRIC) -> pd.DataFrame:
-    """The BC snapshots behind the frontier: one row per BC configuration (IQM over its seeds)."""
+    """The BC snapshots behind the frontier: one row per BC configuration (IQM over its seeds, scores in seed order)."""
     snaps = points[(points["rl_init"] == "bc") & (points["rl_steps"] == 0)].drop_duplicates(["bc_hash", "seed"])
-    rows = []
-    for bc_hash, g in snaps.groupby("bc_hash", sort=False):
-        g = g.sort_values("seed")
-        first = g.iloc[0]
-        rows.append({
-            "env": first["env"], "frontier": first["frontier"], "bc_hash": bc_hash, "label": first["label"],
-            "demos": first["demos"], "grad_steps": first["grad_steps"], "bc_flops": g["compute/bc/flops"].mean(),
-            "demo_transitions": g["compute/bc/demo_transitions"].mean(), "n_seeds": len(g),
-            "score_iqm": float(iqm(g[metric].to_numpy())), "seeds": g["seed"].to_numpy(),
-            "scores": g[metric].to_numpy(dtype=np.float64),
-        })
-    cols = ["env", "frontier", "bc_hash", "label", "demos", "grad_steps", "bc_flops", "demo_transitions",
-            "n_seeds", "score_iqm", "seeds", "scores"]
-    return pd.DataFrame(rows, columns=cols).sort_values(["frontier", "bc_flops", "demos"], ignore_index=True)
+    if snaps.empty:
+        return pd.DataFrame(columns=_CELL_COLUMNS)
+    snaps = snaps.assign(_config=pd.factorize(snaps["bc_hash"])[0]).sort_values(["_config", "seed"], kind="stable")
+    # Each configuration is one run of rows of `snaps`, in seed order: split there (a groupby is slow on big sweeps).
+    starts = np.flatnonzero(np.diff(snaps["_config"].to_numpy(), prepend=-1))
+    scores = np.split(snaps[metric].to_numpy(dtype=np.float64), starts[1:])
+    means = snaps.groupby("_config")[["compute/bc/flops", "compute/bc/demo_transitions"]].mean()
+    cells = snaps.iloc[starts][_CELL_COLUMNS[:6]].reset_index(drop=True).assign(
+        bc_flops=means["compute/bc/flops"].to_numpy(), demo_transitions=means["compute/bc/demo_transitions"].to_numpy(),
+        n_seeds=np.diff([*starts, len(snaps)]), score_iqm=[float(iqm(s)) for s in scores],
+        seeds=np.split(snaps["seed"].to_numpy(), starts[1:]), scores=scores)
+    return cells.sort_values(["frontier", "bc_flops", "demos"], ignore_index=True)
 
 
 AXES = {"flops": "bc_flops", "transitions": "demo_transitions"}  # frontier axis -> cost column
@@ -477,7 +557,7 @@ AXES = {"flops": "bc_flops", "transitions": "demo_transitions"}  # frontier axis
 
 def fit_frontiers(cells: pd.DataFrame) -> dict[tuple[str, str], Frontier]:
     """{(frontier, axis): Frontier} for every frontier group, on both axes."""
-    return {(name, axis): fit_frontier(g[col].to_numpy(), g["score_iqm"].to_numpy(), g["n_seeds"].to_numpy())
+    return {(name, axis): fit_frontier(g[col].to_numpy(), g["scores"].to_list())
             for name, g in cells.groupby("frontier") for axis, col in AXES.items()}
 
 
@@ -493,14 +573,16 @@ def ceg_table(points: pd.DataFrame, metric: str = METRIC, n_resamples: int = N_R
     `ceg_censor` +1 (C_eq is a lower bound), -1 (an upper bound) or 0, shared by both; `ceg_ci_high_censored`
     / `ceg_ci_low_censored` when more than (1 - confidence) / 2 of the resamples were censored that way, so
     that end of the CI is a bound too. The same for demonstrations: `transitions_eq`, `deg` (D_eq / D), ... .
+    `start` marks the cell's BC snapshot (rl_steps = 0): a BC configuration of the frontier itself, whose
+    gain would be 1 by construction, so it has its `score` and no equivalents or gains (NaN).
     """
     pts = cell_points(points)
-    kind = kinds(pts)
+    bc_rl = pts["cell"].map(kinds(pts)).eq("bc_rl")
     fcells = frontier_cells(pts, metric)
     rng = np.random.default_rng(seed)
     rows = []
     for name, fc in fcells.groupby("frontier", sort=False):
-        targets = pts[(pts["frontier"] == name) & pts["cell"].map(kind).eq("bc_rl")]
+        targets = pts[bc_rl & (pts["frontier"] == name)]
         if not targets.empty:
             rows += _group_ceg(fc.reset_index(drop=True), targets, metric, n_resamples, confidence, rng)
     return pd.DataFrame(rows)
@@ -508,66 +590,73 @@ def ceg_table(points: pd.DataFrame, metric: str = METRIC, n_resamples: int = N_R
 
 def _group_ceg(fc: pd.DataFrame, targets: pd.DataFrame, metric: str, n_resamples: int, confidence: float,
                rng: np.random.Generator) -> list[dict[str, Any]]:
-    """CEG rows for the BC+RL points of one frontier group, all mapped through the same resampled fits."""
-    # 1. One draw of seed indices per BC configuration; the frontier's cell IQMs on every resample.
-    draws = {h: rng.integers(0, n, size=(n_resamples, n)) for h, n in zip(fc["bc_hash"], fc["n_seeds"], strict=True)}
-    boot_cells = np.stack([iqm(s[draws[h]], axis=1) for h, s in zip(fc["bc_hash"], fc["scores"], strict=True)], 1)
-    # 2. Each BC+RL point: its seeds' IQM, resampled with its BC configuration's draw where the seeds match.
+    """CEG rows for the BC+RL points of one frontier group, all mapped through the same resampled fits.
+
+    Row 0 of every array below is the data as measured, rows 1... its bootstrap resamples.
+    """
+    # 1. One draw of seed positions per BC configuration (resampled within its cross-fitting halves).
+    draws = {h: _draws(n, n_resamples, rng, halves=True) for h, n in zip(fc["bc_hash"], fc["n_seeds"], strict=True)}
+    samples = [s[draws[h]] for h, s in zip(fc["bc_hash"], fc["scores"], strict=True)]
+    # 2. Each BC+RL point past its start: its seeds' IQM, resampled with its BC configuration's draw where the
+    #    seeds match (which keeps each seed's BC start paired with its RL result).
     groups = list(targets.groupby(["cell", "rl_steps"], sort=False))
-    point_scores, boot_points = [], []
-    for _, g in groups:
-        g = g.sort_values("seed")
+    gained = {i: k for k, i in enumerate(i for i, ((_, rl_steps), _) in enumerate(groups) if rl_steps > 0)}
+    p = np.zeros((len(gained), n_resamples + 1))
+    for i, k in gained.items():
+        g = groups[i][1].sort_values("seed")
         scores, h = g[metric].to_numpy(dtype=np.float64), g["bc_hash"].iloc[0]
         shared = h in draws and np.array_equal(g["seed"].to_numpy(), fc.loc[fc["bc_hash"] == h, "seeds"].iloc[0])
-        idx = draws[h] if shared else rng.integers(0, len(scores), size=(n_resamples, len(scores)))
-        point_scores.append(float(iqm(scores)))
-        boot_points.append(iqm(scores[idx], axis=1))
-    p, p_boot = np.array(point_scores), np.stack(boot_points)  # (n_points,), (n_points, n_resamples)
+        p[k] = iqm(scores[draws[h] if shared else _draws(len(scores), n_resamples, rng, halves=False)])
     # 3. Per axis: map every point through the fitted frontier and through each resample's refit.
-    equivalents = {axis: _equivalents(fc[col].to_numpy(), fc["score_iqm"].to_numpy(), boot_cells,
-                                      fc["n_seeds"].to_numpy(), p, p_boot) for axis, col in AXES.items()}
+    equivalents = {axis: _equivalents(fc[col].to_numpy(), samples, p) for axis, col in AXES.items()}
     rows = []
     for i, ((cell, rl_steps), g) in enumerate(groups):
         first = g.iloc[0]
         bc, rl = g["compute/bc/flops"].mean(), g["compute/rl/flops"].mean()
         trans = g["compute/bc/demo_transitions"].mean()
         row = {"env": first["env"], "frontier": first["frontier"], "label": first["label"], "cell": cell,
-               "rl_steps": rl_steps, "n_seeds": len(g), "score": p[i], "bc_flops": bc, "rl_flops": rl,
-               "total_flops": bc + rl, "demo_transitions": trans}
-        flops, transitions = equivalents["flops"], equivalents["transitions"]
-        row |= {"flops_eq": flops[0][i], "transitions_eq": transitions[0][i]}
-        row |= _gain("ceg", flops, i, bc, confidence) | _gain("ceg_charged", flops, i, bc + rl, confidence)
-        row |= _censoring("ceg", flops, i, confidence)
-        row |= _gain("deg", transitions, i, trans, confidence) | _censoring("deg", transitions, i, confidence)
+               "rl_steps": rl_steps, "start": rl_steps == 0, "n_seeds": len(g), "score": float(iqm(g[metric])),
+               "bc_flops": bc, "rl_flops": rl, "total_flops": bc + rl, "demo_transitions": trans}
+        if rl_steps == 0:
+            rows.append(row | _START)
+            continue
+        (flops, flops_censor), (trans_eq, trans_censor) = ((eq[gained[i]], censor[gained[i]])
+                                                            for eq, censor in equivalents.values())
+        row |= {"flops_eq": flops[0], "transitions_eq": trans_eq[0]}
+        row |= _gain("ceg", flops, bc, confidence) | _gain("ceg_charged", flops, bc + rl, confidence)
+        row |= _censoring("ceg", flops_censor, confidence)
+        row |= _gain("deg", trans_eq, trans, confidence) | _censoring("deg", trans_censor, confidence)
         rows.append(row)
     return rows
 
 
-def _equivalents(cost: np.ndarray, score: np.ndarray, boot_cells: np.ndarray, weight: np.ndarray,
-                 p: np.ndarray, p_boot: np.ndarray) -> tuple[np.ndarray, ...]:
-    """(eq, censor, eq_boot, censor_boot) of points `p` (resampled `p_boot`) through the fit and its refits."""
-    eq, censor = fit_frontier(cost, score, weight).inverse(p)
-    levels, best, best_w = _best_per_cost(cost, boot_cells, weight)
-    fits = np.stack([isotonic_regression(best[r], weights=best_w[r], increasing=True).x for r in range(len(best))])
-    eq_boot, censor_boot = _inverse(np.log10(levels), fits, p_boot)  # fits (B, n) against p_boot (points, B)
-    return eq, censor, eq_boot, censor_boot
+# A BC snapshot's CEG row: its gain over itself is not a result.
+_START = {f"{name}{end}": np.nan for name in ("ceg", "ceg_charged", "deg") for end in ("", "_ci_low", "_ci_high")}
+_START |= {"flops_eq": np.nan, "transitions_eq": np.nan, "ceg_censor": 0, "deg_censor": 0}
+_START |= {f"{name}_ci_{end}_censored": False for name in ("ceg", "deg") for end in ("low", "high")}
 
 
-def _gain(name: str, equivalents: tuple[np.ndarray, ...], i: int, cost: float, confidence: float
-          ) -> dict[str, Any]:
-    """`name` = equivalent / cost for point i, with its percentile CI."""
-    eq, _, eq_boot, _ = equivalents
+def _equivalents(cost: np.ndarray, samples: list[np.ndarray], p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(eq, censor), each (points, 1 + resamples): the points `p` mapped through the fit (column 0) and its refits.
+
+    `samples` are the configurations' (1 + resamples, seeds) scores, `p` the points' (points, 1 + resamples).
+    """
+    levels, value, weight = _cross_fitted(cost, samples)
+    return _inverse(np.log10(levels), _isotonic(value, weight), value, p)
+
+
+def _gain(name: str, eq: np.ndarray, cost: float, confidence: float) -> dict[str, Any]:
+    """`name` = equivalent / cost (`eq[0]`: the data), with the percentile CI of its resamples `eq[1:]`."""
     alpha = (1.0 - confidence) / 2
-    low, high = np.quantile(eq_boot[i] / cost, [alpha, 1.0 - alpha])
-    return {name: eq[i] / cost, f"{name}_ci_low": low, f"{name}_ci_high": high}
+    low, high = np.quantile(eq[1:] / cost, [alpha, 1.0 - alpha])
+    return {name: eq[0] / cost, f"{name}_ci_low": low, f"{name}_ci_high": high}
 
 
-def _censoring(name: str, equivalents: tuple[np.ndarray, ...], i: int, confidence: float) -> dict[str, Any]:
-    """Point i's censoring, and whether a CI end is a bound (over (1 - confidence) / 2 resamples censored)."""
-    _, censor, _, censor_boot = equivalents
+def _censoring(name: str, censor: np.ndarray, confidence: float) -> dict[str, Any]:
+    """The point's censoring, and whether a CI end is a bound (over (1 - confidence) / 2 resamples censored)."""
     alpha = (1.0 - confidence) / 2
-    return {f"{name}_censor": int(censor[i]), f"{name}_ci_low_censored": bool(np.mean(censor_boot[i] < 0) > alpha),
-            f"{name}_ci_high_censored": bool(np.mean(censor_boot[i] > 0) > alpha)}
+    return {f"{name}_censor": int(censor[0]), f"{name}_ci_low_censored": bool(np.mean(censor[1:] < 0) > alpha),
+            f"{name}_ci_high_censored": bool(np.mean(censor[1:] > 0) > alpha)}
 
 
 # -------------------------------------------------------------------------------------------- comparisons

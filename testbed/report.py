@@ -129,7 +129,8 @@ def frontier_figure(a: Analysis, env: str) -> Figure | None:
     demos = sorted(cells["demos"].unique())
     cmap = plt.get_cmap("viridis", max(len(demos), 2))
     for row, (name, fc) in zip(axes, groups, strict=True):
-        ceg = a.ceg[(a.ceg["frontier"] == name) & (a.ceg["rl_steps"] > 0)] if not a.ceg.empty else a.ceg
+        ceg = _gains(a)
+        ceg = ceg[ceg["frontier"] == name] if not ceg.empty else ceg
         for ax, (axis, col) in zip(row, AXES.items(), strict=True):
             for i, d in enumerate(demos):
                 g = fc[fc["demos"] == d]
@@ -140,6 +141,8 @@ def frontier_figure(a: Analysis, env: str) -> Figure | None:
                 ax.scatter(g[col], g["score_iqm"], s=45, color=cmap(i), edgecolor="k", lw=0.5,
                            label=f"BC, {d} demo episodes (IQM)")
             frontier = a.frontiers[(name, axis)]
+            ax.scatter(10**frontier.log_cost, frontier.measured, s=70, color="k", marker="x", lw=1,
+                       label="best per cost, cross-fitted")
             ax.plot(10**frontier.log_cost, frontier.score, "k.-", lw=1.5, label="frontier fit (isotonic)")
             _mapped_points(ax, ceg, axis)
             ax.set_xscale("log")
@@ -168,7 +171,8 @@ def _mapped_points(ax: Axes, ceg: pd.DataFrame, axis: str) -> None:
 
 def ceg_figure(a: Analysis, env: str) -> Figure | None:
     """CEG (RL compute free) and cost-charged CEG against RL budget, with 95% CIs; triangles are bounds."""
-    ceg = a.ceg[(a.ceg["env"] == env) & (a.ceg["rl_steps"] > 0)] if not a.ceg.empty else a.ceg
+    ceg = _gains(a)
+    ceg = ceg[ceg["env"] == env] if not ceg.empty else ceg
     if ceg.empty:
         return None
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -306,6 +310,11 @@ FIGURES: dict[str, Callable[[Analysis, str], Figure | None]] = {
 }
 
 
+def _gains(a: Analysis) -> pd.DataFrame:
+    """The CEG rows that are results: every BC+RL point past its start (the start's gain is 1 by construction)."""
+    return a.ceg[~a.ceg["start"]] if not a.ceg.empty else a.ceg
+
+
 def _colors(a: Analysis, env: str) -> dict[str, Any]:
     """One colour per cell of the env, the BC+RL and scratch cells first (BC-only cells are coloured by demos)."""
     cap = a.capability[a.capability["env"] == env]
@@ -366,9 +375,10 @@ def _save(fig: Figure, path: Path) -> Path:
 
 def headline(a: Analysis) -> list[dict[str, Any]]:
     """Per BC+RL cell at its largest budget: capability, gain, CEG with CIs and drift."""
-    if a.ceg.empty:
+    gains = _gains(a)
+    if gains.empty:
         return []
-    top = a.ceg.loc[a.ceg.groupby("cell")["rl_steps"].idxmax()]
+    top = gains.loc[gains.groupby("cell")["rl_steps"].idxmax()]
     rows = []
     for _, r in top.iterrows():
         cap = a.capability[(a.capability["cell"] == r["cell"])].set_index("rl_steps")
@@ -413,7 +423,8 @@ def display_tables(a: Analysis, report: Report) -> list[Table]:
 def _headline_table(report: Report) -> Table:
     return ("Headline: each BC+RL cell at its largest RL budget",
             "IQM over seeds with 95% bootstrap CIs. CEG = C_eq / C_BC; cost-charged = C_eq / (C_BC + C_RL); "
-            ">= is a lower bound (above the frontier's best), <= an upper bound.", pd.DataFrame(report.headline))
+            ">= is a lower bound (above every capability BC measured), <= an upper bound.",
+            pd.DataFrame(report.headline))
 
 
 def _jobs_table(a: Analysis) -> Table:
@@ -456,7 +467,8 @@ def _ceg_table(a: Analysis) -> Table | None:
         return None
     rows = [r for _, r in c.iterrows()]
     return ("Compute-equivalent gain", "C_eq = P_BC^-1(P) on the frontier of the same env and demonstration "
-            "source; DEG is the same on the demonstration-transitions axis.", pd.DataFrame({
+            "source; DEG is the same on the demonstration-transitions axis. `start`: the cell's BC snapshot (RL "
+            "steps 0), a point of the frontier itself, whose gain is 1 by construction.", pd.DataFrame({
                 "env": c["env"], "cell": c["label"], "RL steps": c["rl_steps"], "seeds": c["n_seeds"],
                 "P (IQM)": c["score"].map(_num), "C_BC": c["bc_flops"].map(_sci), "C_RL": c["rl_flops"].map(_sci),
                 "C_eq": [_bound_sci(r) for r in rows], "CEG [95% CI]": [_gain_text(r, "ceg") for r in rows],
@@ -527,7 +539,10 @@ def _cis(df: pd.DataFrame, col: str) -> list[str]:
 
 
 def _gain_text(r: pd.Series, col: str, censor_col: str | None = None) -> str:
-    """'4.02 [3.1, 5.3]', '>= 12.3 [3.1, >= 12.3]' for a lower bound, '<= 0.5 [...]' for an upper one."""
+    """'4.02 [3.1, 5.3]', '>= 12.3 [3.1, >= 12.3]' for a lower bound, '<= 0.5 [...]' for an upper one; 'start'
+    for a cell's BC snapshot."""
+    if r.get("start", False):
+        return "start"
     c = censor_col or col
     mark = {1: ">= ", -1: "<= "}.get(int(r[f"{c}_censor"]), "")
     low = ("<= " if r[f"{c}_ci_low_censored"] else "") + _num(r[f"{col}_ci_low"])
@@ -581,7 +596,7 @@ def _summary(folders: Sequence[Path], a: Analysis, report: Report) -> dict[str, 
             "jobs": len(a.sweep.jobs), "jobs_included": int(a.sweep.jobs["included"].sum()),
             "jobs_not_included": a.sweep.problems[["folder", "status", "problem"]].to_dict("records"),
             "headline": report.headline, "figures": {k: str(v) for k, v in report.figures.items()},
-            "ceg": _plain(a.ceg).to_dict("records")}
+            "ceg": _plain(a.ceg).astype(object).where(a.ceg.notna(), None).to_dict("records")}  # NaN: null
 
 
 # -------------------------------------------------------------------------------------------------- pages
@@ -589,15 +604,20 @@ def _summary(folders: Sequence[Path], a: Analysis, report: Report) -> dict[str, 
 METHOD = """\
 <b>Capability</b> is the IQM over seeds of the {metric}, with a stratified bootstrap 95% CI (testbed.stats).
 <b>Imitation frontier</b> P_BC(C): every BC snapshot (the RL-step-0 checkpoint of every job that starts from BC,
-BC-only or not) of the same env and demonstration source; IQM over seeds per BC configuration; at each distinct
-cost the best configuration; weighted isotonic regression (scipy.optimize.isotonic_regression) over increasing
-cost; linear interpolation in log10(cost) between fitted points, no extrapolation.
+BC-only or not) of the same env and demonstration source; at each distinct cost the best BC configuration (where
+a cost has several: chosen on half of the seeds and scored on the other half, both ways, so that the seeds' luck
+that makes a configuration look best does not also score it); weighted isotonic regression
+(scipy.optimize.isotonic_regression) over increasing cost; linear interpolation in log10(cost) between fitted
+points, no extrapolation.
 <b>CEG</b> of a BC+RL point with capability P: C_eq = P_BC^-1(P), the least BC compute whose fitted capability
-reaches P; CEG = C_eq / C_BC (RL compute free) and cost-charged C_eq / (C_BC + C_RL). Above the frontier's best,
-C_eq is a lower bound (the largest BC compute measured); below its lowest, an upper bound.
-<b>CIs of the gains</b>: {n} bootstrap resamples of seeds within every cell (frontier configurations and BC+RL
-cells, with the same draw where they share seeds), the frontier refitted on every resample; percentile interval;
-an end marked &gt;= or &lt;= has more than 2.5% of its resamples censored. See docs/report.md."""
+reaches P; CEG = C_eq / C_BC (RL compute free) and cost-charged C_eq / (C_BC + C_RL). Above the fit's best but
+at or below a capability measured at some cost, C_eq is that cheapest cost (not before the fit's best); above
+every measured capability, a lower bound (the largest BC compute measured); below the fit's lowest, an upper
+bound. A cell's BC snapshot (RL steps 0) is its start, a point of the frontier itself, not a gain.
+<b>CIs of the gains</b>: {n} bootstrap resamples of seeds within every cell (frontier configurations within each
+cross-fitting half, and BC+RL cells, with the same draw where they share seeds), the frontier refitted on every
+resample; percentile interval; an end marked &gt;= or &lt;= has more than 2.5% of its resamples censored.
+See docs/report.md."""
 
 
 def render_html(folders: Sequence[Path], a: Analysis, report: Report) -> str:

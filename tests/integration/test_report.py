@@ -68,6 +68,9 @@ def test_report_builds_from_a_real_sweep(sweeps: Path) -> None:
     # 3. The frontier has the two BC-only points and the BC+RL start; CEG rows for every BC+RL checkpoint.
     summary = json.loads((report / "summary.json").read_text())
     assert {row["rl_steps"] for row in summary["ceg"]} == {0, 512} and summary["headline"]
+    (start,) = [row for row in summary["ceg"] if row["rl_steps"] == 0]
+    assert start["start"] and start["ceg"] is None  # the BC start: a point of the frontier, not a gain
+    assert "| start | start | start |" in (report / "report.md").read_text()
     frontier = pd.read_csv(report / "tables" / "frontier_cells.csv")
     assert sorted(frontier["grad_steps"]) == [50, 200]  # 200: the BC+RL jobs' own BC snapshots (2 seeds)
 

@@ -114,7 +114,20 @@ def test_ceg_is_four_when_rl_matches_bc_at_four_times_the_compute(result: analys
     assert row["ceg_ci_low"] <= 4.0 <= row["ceg_ci_high"] and row["ceg_ci_low"] < row["ceg_ci_high"]
     assert row["ceg_charged"] == pytest.approx(16 * C0 / (4 * C0 + RL_FLOPS[1000]))
     assert row["ceg_censor"] == 0 and not row["ceg_ci_high_censored"]
-    assert ceg_row(result, 0)["ceg"] == pytest.approx(1.0)  # the BC start lies on the frontier
+
+
+def test_the_bc_start_is_marked_as_the_start_not_reported_as_a_gain(result: analysis.Analysis) -> None:
+    start = ceg_row(result, 0)  # its CEG would be 1 [1, 1] by construction: the start lies on its own frontier
+    gains = [f"{g}{end}" for g in ("ceg", "ceg_charged", "deg") for end in ("", "_ci_low", "_ci_high")]
+    assert start["start"] and np.isnan([start[c] for c in gains]).all()
+    assert start["score"] == pytest.approx(bc_curve(4 * C0))  # its capability is still there
+    assert not result.ceg.loc[result.ceg["rl_steps"] > 0, "start"].any()
+    assert report._gain_text(result.ceg[result.ceg["rl_steps"] == 0].iloc[0], "ceg") == "start"
+    _, _, table = report._ceg_table(result)
+    shown = table.set_index("RL steps")
+    assert (shown.loc[0, ["CEG [95% CI]", "cost-charged [95% CI]", "DEG [95% CI]"]] == "start").all()
+    assert shown.loc[1000, "CEG [95% CI]"].startswith("4 [")
+    assert all(row["rl_steps"] > 0 for row in report.headline(result))
 
 
 def test_point_above_the_frontier_is_a_lower_bound(result: analysis.Analysis) -> None:
