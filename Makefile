@@ -22,7 +22,7 @@ SWEEP ?=
 help:  ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-# uv installs the lock in ~15 s from an empty cache, pip in ~85 s (measured here; docs/install.md).
+# uv installs the lock in ~15 s from an empty cache, pip in ~85 s (measured here; README "Installs").
 $(STAMP): $(LOCK) pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q uv==$(UV_VERSION)
