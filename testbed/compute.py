@@ -70,7 +70,11 @@ def rollout_flops(policy: ActorCriticPolicy, env_steps: int) -> int:
 
 
 def ppo_update_flops(policy: ActorCriticPolicy, n_samples_per_epoch: int, n_epochs: int) -> int:
-    """PPO update cost: forward + backward of actor and critic on every sample in every epoch."""
+    """PPO update cost if every epoch runs in full: forward + backward of actor and critic on every sample.
+
+    An upper bound once `target_kl` can stop an update early; fine-tuning charges the samples its optimizer
+    steps really trained on instead (finetune.count_updates).
+    """
     return train_flops(actor_critic_params(policy), n_samples_per_epoch * n_epochs)
 
 

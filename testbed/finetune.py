@@ -6,12 +6,15 @@ import logging
 import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from stable_baselines3 import PPO
+from stable_baselines3.common.buffers import RolloutBuffer
+from stable_baselines3.common.type_aliases import RolloutBufferSamples
 
 from testbed.anchoring import anchor_columns, anchor_flops
 from testbed.bc import actor_parameters
@@ -26,12 +29,12 @@ CheckpointFn = Callable[[int, PPO], dict[str, Any]]
 
 @dataclass
 class RLCompute:
-    """Cumulative RL work so far, counted from SB3's own counters."""
+    """Cumulative RL work so far, warm-up included: env steps from SB3, updates as counted by `count_updates`."""
 
     env_steps: int  # environment steps collected, warm-up included
-    samples: int  # samples passed through PPO's loss (epochs x rollout size)
-    grad_steps: int  # optimizer steps
-    flops: int  # rollout forward passes + PPO update passes over epochs (see compute.py)
+    samples: int  # samples in the minibatches an optimizer step trained on (at most epochs x rollout size)
+    grad_steps: int  # optimizer steps taken
+    flops: int  # rollout forward passes + forward/backward on `samples` + the anchor's passes (see compute.py)
     wall_s: float  # seconds spent in model.learn
 
 
@@ -51,13 +54,59 @@ def checkpoint_steps(cfg: RLConfig, rollout: int) -> list[int]:
     return sorted({0} | {math.ceil(b / rollout) * rollout for b in requested})
 
 
-def rl_compute(model: PPO, wall_s: float) -> RLCompute:
-    """RL compute so far: SB3 adds one to `_n_updates` per epoch over the rollout buffer."""
-    samples = model._n_updates * rollout_size(model)
-    flops = rollout_flops(model.policy, model.num_timesteps) + train_flops(actor_critic_params(model.policy), samples)
+@dataclass
+class UpdateCount:
+    """PPO updates seen so far by `count_updates` on `optimizer` and `buffer`."""
+
+    optimizer: torch.optim.Optimizer
+    buffer: RolloutBuffer
+    steps: int = 0  # optimizer steps taken
+    samples: int = 0  # samples in the minibatches those steps trained on
+    batch: int = 0  # size of the minibatch the buffer yielded last, the one the next step trains on
+
+
+@contextmanager
+def count_updates(model: PPO) -> Iterator[UpdateCount]:
+    """Count `model`'s optimizer steps, and the samples each trains on, while inside.
+
+    Why not SB3's `_n_updates`: it is private and adds one per epoch, also for the epoch that `target_kl` cut
+    short, so it overcounts whenever PPO stops early. Why not `steps x batch_size`: an epoch's last minibatch may be
+    smaller, and an early stop ends an update mid-epoch, so steps alone need each update's boundaries.
+    Instead: PPO.train steps once per minibatch of `rollout_buffer.get`, after it is yielded and before the next
+    one, so
+    1. a wrapper around the buffer's `get` records the size of each minibatch as it is yielded;
+    2. a step post-hook on the policy's optimizer (the one PPO, the critic warm-up and AnchoredPPO all step) adds
+       one step and that size. The minibatch that trips `target_kl` is yielded but never stepped: not counted.
+    """
+    count = UpdateCount(model.policy.optimizer, model.rollout_buffer)
+    buffer_get = count.buffer.get
+
+    def get_and_record(batch_size: int | None = None) -> Generator[RolloutBufferSamples, None, None]:
+        for batch in buffer_get(batch_size):
+            count.batch = len(batch.advantages)  # one advantage per sample, whatever the observation space
+            yield batch
+
+    def on_step(*_: Any) -> None:
+        count.steps += 1
+        count.samples += count.batch
+
+    handle = count.optimizer.register_step_post_hook(on_step)
+    count.buffer.get = get_and_record  # type: ignore[method-assign]  # this instance only
+    try:
+        yield count
+    finally:
+        handle.remove()
+        del count.buffer.get  # back to RolloutBuffer.get
+
+
+def rl_compute(model: PPO, count: UpdateCount, wall_s: float) -> RLCompute:
+    """RL compute so far: env steps from SB3, optimizer steps and samples from `count` (see `count_updates`)."""
+    if model.policy.optimizer is not count.optimizer or model.rollout_buffer is not count.buffer:
+        raise RuntimeError("the policy's optimizer or rollout buffer was replaced mid-run; its updates went uncounted")
+    flops = rollout_flops(model.policy, model.num_timesteps)
+    flops += train_flops(actor_critic_params(model.policy), count.samples)
     flops += anchor_flops(model)  # the anchor's own passes (testbed/anchoring.py), 0 for plain PPO
-    return RLCompute(env_steps=int(model.num_timesteps), samples=samples,
-                     grad_steps=model._n_updates * math.ceil(rollout_size(model) / model.batch_size),
+    return RLCompute(env_steps=int(model.num_timesteps), samples=count.samples, grad_steps=count.steps,
                      flops=flops, wall_s=wall_s)
 
 
@@ -82,44 +131,53 @@ def finetune(
     2. Learn segment by segment up to each budget with `reset_num_timesteps=False`, so the run is one
        continuous PPO run. The learning rate is constant (see policy.check_ppo_kwargs), so a checkpoint
        at budget B equals a separate run of budget B.
-    3. Each row: RL compute, the anchor's `rl/anchor_*` columns (AnchoredPPO only, testbed/anchoring.py),
-       the caller's columns, then the dip so far (`dip_columns`, when the caller gives a normalized score).
+    3. Each row: RL compute so far (cumulative, warm-up included; steps and samples as `count_updates` saw
+       them, so an update that `target_kl` stopped early counts only what it ran), the anchor's `rl/anchor_*`
+       columns (AnchoredPPO only, testbed/anchoring.py), the caller's columns, then the dip so far
+       (`dip_columns`, when the caller gives a normalized score).
     """
     if cfg.learning_rate is not None:
         model.learning_rate = cfg.learning_rate
         model._setup_lr_schedule()
     bar = progress and sys.stderr.isatty()
-    wall = 0.0
-    if cfg.critic_warmup_steps > 0:
-        set_actor_frozen(model, True)
-        start = time.perf_counter()
-        model.learn(cfg.critic_warmup_steps, reset_num_timesteps=True, progress_bar=bar)
-        wall += time.perf_counter() - start
-        set_actor_frozen(model, False)
-        log.info("rl: critic warm-up %d steps in %.1f s", model.num_timesteps, wall)
-    warmup_steps = int(model.num_timesteps)
-    rows: list[dict[str, Any]] = []
-    for target in checkpoint_steps(cfg, rollout_size(model)):
-        todo = target - (model.num_timesteps - warmup_steps)
-        if todo > 0:
-            start = time.perf_counter()
-            model.learn(todo, reset_num_timesteps=False, progress_bar=bar)
-            wall += time.perf_counter() - start
-        compute = rl_compute(model, wall)
-        row = {
-            "rl_steps": target,
-            "compute/rl/warmup_env_steps": warmup_steps,
-            **{f"compute/rl/{k}": v for k, v in vars(compute).items()},
-            **anchor_columns(model),
-        }
-        row.update(on_checkpoint(target, model))
-        if "eval/normalized_score" in row:
-            row |= dip_columns([(r["rl_steps"], r["eval/normalized_score"]) for r in [*rows, row]])
-        rows.append(row)
-        if on_row is not None:  # e.g. write the row to results.json as soon as it exists
-            on_row(row)
-        log.info("rl: checkpoint at %d steps (%.1f s of PPO so far)", target, wall)
+    with count_updates(model) as count:  # from before the warm-up, whose optimizer steps are compute too
+        wall = critic_warmup(model, cfg.critic_warmup_steps, bar)
+        warmup_steps = int(model.num_timesteps)
+        rows: list[dict[str, Any]] = []
+        for target in checkpoint_steps(cfg, rollout_size(model)):
+            todo = target - (model.num_timesteps - warmup_steps)
+            if todo > 0:
+                start = time.perf_counter()
+                model.learn(todo, reset_num_timesteps=False, progress_bar=bar)
+                wall += time.perf_counter() - start
+            compute = rl_compute(model, count, wall)
+            row = {
+                "rl_steps": target,
+                "compute/rl/warmup_env_steps": warmup_steps,
+                **{f"compute/rl/{k}": v for k, v in vars(compute).items()},
+                **anchor_columns(model),
+            }
+            row.update(on_checkpoint(target, model))
+            if "eval/normalized_score" in row:
+                row |= dip_columns([(r["rl_steps"], r["eval/normalized_score"]) for r in [*rows, row]])
+            rows.append(row)
+            if on_row is not None:  # e.g. write the row to results.json as soon as it exists
+                on_row(row)
+            log.info("rl: checkpoint at %d steps (%.1f s of PPO so far)", target, wall)
     return rows
+
+
+def critic_warmup(model: PPO, steps: int, progress_bar: bool) -> float:
+    """Value-only PPO updates for `steps` env steps with the actor frozen; returns the seconds spent (0 if none)."""
+    if steps <= 0:
+        return 0.0
+    set_actor_frozen(model, True)
+    start = time.perf_counter()
+    model.learn(steps, reset_num_timesteps=True, progress_bar=progress_bar)
+    wall = time.perf_counter() - start
+    set_actor_frozen(model, False)
+    log.info("rl: critic warm-up %d steps in %.1f s", model.num_timesteps, wall)
+    return wall
 
 
 def dip_columns(scores: list[tuple[int, float]]) -> dict[str, float | int | None]:

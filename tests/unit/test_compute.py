@@ -6,7 +6,11 @@ import dataclasses
 
 import gymnasium as gym
 import pytest
+import torch
 from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.common.preprocessing import get_flattened_obs_dim
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+from torch import nn
 
 from testbed import compute
 
@@ -36,11 +40,29 @@ def test_log_std_is_not_counted_as_forward_work() -> None:
     assert compute.param_count(policy) == actor + compute.critic_params(policy) + 1
 
 
+class LinearFeatures(BaseFeaturesExtractor):
+    """A features extractor with parameters (SB3's default Flatten has none, so it cannot show double counting)."""
+
+    def __init__(self, observation_space: gym.spaces.Box, features_dim: int = 8) -> None:
+        super().__init__(observation_space, features_dim)
+        self.linear = nn.Linear(get_flattened_obs_dim(observation_space), features_dim)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.linear(obs)
+
+
 def test_shared_features_extractor_counted_once() -> None:
-    policy = make_policy("CartPole-v1")
+    env = gym.make("CartPole-v1")  # obs 4 -> shared features 8 -> 64 -> 64 -> 2 actions / 1 value
+    policy = ActorCriticPolicy(env.observation_space, env.action_space, lambda _: 3e-4, net_arch=[64, 64],
+                               features_extractor_class=LinearFeatures, share_features_extractor=True)
     assert policy.pi_features_extractor is policy.vf_features_extractor
-    total = compute.actor_critic_params(policy)
-    assert total == compute.actor_params(policy) + compute.critic_params(policy)  # Flatten has no params
+    features = 4 * 8 + 8
+    actor = features + 8 * 64 + 64 + 64 * 64 + 64 + 64 * 2 + 2
+    critic = features + 8 * 64 + 64 + 64 * 64 + 64 + 64 * 1 + 1
+    assert compute.actor_params(policy) == actor
+    assert compute.critic_params(policy) == critic
+    assert compute.actor_critic_params(policy) == actor + critic - features
+    assert compute.actor_critic_params(policy) == sum(p.numel() for p in set(policy.parameters()))
 
 
 def test_stage_compute_accumulates_and_names_keys() -> None:
