@@ -52,6 +52,7 @@ class Report:
     figures: dict[str, Path] = field(default_factory=dict)  # figure name -> PNG
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)  # table name -> the numbers (raw)
     headline: list[dict[str, Any]] = field(default_factory=list)  # one row per BC+RL cell at its largest budget
+    demonstrations: dict[str, dict[str, Any]] = field(default_factory=dict)  # env -> which sets seeds cloned
 
     @property
     def html(self) -> Path:
@@ -78,6 +79,7 @@ def build(folders: Sequence[str | Path], out: str | Path | None = None, metric: 
     (report.out / "tables").mkdir(parents=True, exist_ok=True)
     report.tables = _raw_tables(result)
     report.headline = headline(result)
+    report.demonstrations = demonstrations(result)
     for env in sorted(result.capability["env"].unique()) if not result.capability.empty else []:
         for name, draw in FIGURES.items():
             if figures is not None and name not in figures:
@@ -399,6 +401,24 @@ def headline(a: Analysis) -> list[dict[str, Any]]:
     return rows
 
 
+def demonstrations(a: Analysis) -> dict[str, dict[str, Any]]:
+    """Per env: which demonstrations its BC-started cells cloned (analysis.demonstration_sets), and in words."""
+    if a.sweep.points.empty:
+        return {}
+    return {r["env"]: {"mode": r["mode"], "fixed_seeds": r["fixed_seeds"], "statement": _demonstrations_text(r)}
+            for _, r in analysis.demonstration_sets(a.sweep.points).iterrows()}
+
+
+def _demonstrations_text(r: pd.Series) -> str:
+    fixed = ", ".join(map(str, r["fixed_seeds"]))
+    parts = {"per_seed": "each seed its own set (demos.seed = seed)",
+             "fixed": f"one fixed set (demos.seed = {fixed}) for all seeds",
+             "unknown": "not recorded (results.json without demos.seed)",
+             "mixed": f"mixed: each seed its own set in {r['cells_per_seed']} cell(s), a fixed set "
+                      f"(demos.seed = {fixed or '-'}) in {r['cells_fixed']}; the cell labels show demos.seed"}
+    return "demonstrations: " + parts[r["mode"]]
+
+
 def _raw_tables(a: Analysis) -> dict[str, pd.DataFrame]:
     tables = {"points": a.sweep.points, "jobs": a.sweep.jobs, "capability": a.capability,
               "frontier_cells": a.frontier_cells.drop(columns=["scores"], errors="ignore"), "ceg": a.ceg,
@@ -595,13 +615,17 @@ def _summary(folders: Sequence[Path], a: Analysis, report: Report) -> dict[str, 
     return {"folders": [str(f) for f in folders], "metric": a.metric, "created": _now(),
             "jobs": len(a.sweep.jobs), "jobs_included": int(a.sweep.jobs["included"].sum()),
             "jobs_not_included": a.sweep.problems[["folder", "status", "problem"]].to_dict("records"),
-            "headline": report.headline, "figures": {k: str(v) for k, v in report.figures.items()},
+            "headline": report.headline, "demonstrations": report.demonstrations,
+            "figures": {k: str(v) for k, v in report.figures.items()},
             "ceg": _plain(a.ceg).astype(object).where(a.ceg.notna(), None).to_dict("records")}  # NaN: null
 
 
 # -------------------------------------------------------------------------------------------------- pages
 
 METHOD = """\
+<b>Demonstrations</b>: with each seed its own set (demos.seed = seed, the default), the spread over seeds and
+every CI include the luck of drawing the demonstrations; with one fixed set they hold for that set only. Cells
+that differ in a fixed demos.seed are separate BC configurations of one frontier.
 <b>Capability</b> is the IQM over seeds of the {metric}, with a stratified bootstrap 95% CI (testbed.stats).
 <b>Imitation frontier</b> P_BC(C): every BC snapshot (the RL-step-0 checkpoint of every job that starts from BC,
 BC-only or not) of the same env and demonstration source; at each distinct cost the best BC configuration (where
@@ -624,6 +648,8 @@ def render_html(folders: Sequence[Path], a: Analysis, report: Report) -> str:
     """One self-contained page: figures as base64 PNG, tables, method."""
     parts = [f"<h1>testbed report</h1><p>{html.escape(', '.join(map(str, folders)))} &middot; {_now()} &middot; "
              f"{int(a.sweep.jobs['included'].sum())} of {len(a.sweep.jobs)} jobs in the analysis</p>"]
+    if report.demonstrations:
+        parts.append(f"<p><b>Setup</b>: {html.escape(_setup(report))}</p>")
     tables = display_tables(a, report)
     parts += [_html_table(*tables[0])]
     for name, path in report.figures.items():
@@ -639,6 +665,10 @@ def render_html(folders: Sequence[Path], a: Analysis, report: Report) -> str:
             f"<style>{style}</style></head><body>{''.join(parts)}</body></html>\n")
 
 
+def _setup(report: Report) -> str:
+    return "; ".join(f"{env}: {d['statement']}" for env, d in report.demonstrations.items()) + "."
+
+
 def _html_table(title: str, note: str, df: pd.DataFrame) -> str:
     body = df.to_html(index=False, escape=True, na_rep="-") if not df.empty else ""
     return f"<h2>{html.escape(title)}</h2><p>{html.escape(note)}</p>{body}"
@@ -647,6 +677,8 @@ def _html_table(title: str, note: str, df: pd.DataFrame) -> str:
 def render_markdown(folders: Sequence[Path], a: Analysis, report: Report) -> str:
     """The same tables in Markdown, figures linked as the PNG files beside it."""
     lines = [f"# testbed report\n\n{', '.join(map(str, folders))} · {_now()}\n"]
+    if report.demonstrations:
+        lines.append(f"**Setup**: {_setup(report)}\n")
     tables = display_tables(a, report)
     lines.append(_md_table(*tables[0]))
     lines += [f"![{name}]({path.name})\n\n*{name}: {_caption(name)}*\n" for name, path in report.figures.items()]

@@ -73,8 +73,13 @@ def test_report_builds_from_a_real_sweep(sweeps: Path) -> None:
     assert "| start | start | start |" in (report / "report.md").read_text()
     frontier = pd.read_csv(report / "tables" / "frontier_cells.csv")
     assert sorted(frontier["grad_steps"]) == [50, 200]  # 200: the BC+RL jobs' own BC snapshots (2 seeds)
+    assert frontier.set_index("grad_steps").loc[200, "n_seeds"] == 2  # demos.seed follows the seed: one cell
 
-    # 4. The same figures went to an offline wandb run of job type `report`.
+    # 4. Which demonstrations the seeds cloned: the default, each seed its own set.
+    assert summary["demonstrations"]["cartpole"]["mode"] == "per_seed"
+    assert "cartpole: demonstrations: each seed its own set (demos.seed = seed)" in page
+
+    # 5. The same figures went to an offline wandb run of job type `report`.
     records = run_records(report)
     (run,) = records_of(records, "run")
     assert run["job_type"] == "report"

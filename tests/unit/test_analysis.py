@@ -27,13 +27,24 @@ def bc_curve(flops: float) -> float:
 
 
 def write_job(root: Path, name: str, seed: int, scores: dict[int, float], *, init: str = "bc", grad_steps: int = 100,
-              demos: int = 2, status: str = "complete") -> Path:
-    """A results.json following README's schema (only the columns the analysis reads are filled in)."""
+              demos: int = 2, status: str = "complete", variant: str | None = None,
+              settings: dict[str, Any] | None = None) -> Path:
+    """A results.json following README's schema (only the columns the analysis reads are filled in).
+
+    `settings`: more config values by dotted key, e.g. {"demos.seed": seed, "env.net_arch": [32, 32]}.
+    """
     folder = root / name
     folder.mkdir(parents=True)
+    variant = variant or init
     config = {"env": {"name": "synth", "id": "Synth-v0"}, "demos": {"episodes": demos, "epsilon": 0.0},
               "bc": {"grad_steps": grad_steps}, "rl": {"init": init, "budgets": sorted(scores)},
-              "eval": {"episodes": 10}, "seed": seed, "variant": init, "output_dir": str(folder)}
+              "eval": {"episodes": 10}, "seed": seed, "variant": variant, "output_dir": str(folder)}
+    for key, value in (settings or {}).items():
+        *parents, leaf = key.split(".")
+        section = config
+        for part in parents:
+            section = section.setdefault(part, {})
+        section[leaf] = value
     bc_flops = C0 * grad_steps / 100 if init == "bc" else 0.0
     rows = [{
         "rl_steps": steps, "eval/return_mean": 100 * score, "eval/return_std": 1.0,
@@ -46,8 +57,8 @@ def write_job(root: Path, name: str, seed: int, scores: dict[int, float], *, ini
                         {"layer": "critic/value_net.0", "rel_change": steps / 2e3}],
     } for steps, score in sorted(scores.items())]
     data = {
-        "schema_version": 1, "status": status, "run_name": f"synth-{init}-s{seed}", "env_id": "Synth-v0",
-        "variant": init, "seed": seed, "config": config,
+        "schema_version": 1, "status": status, "run_name": f"synth-{variant}-s{seed}", "env_id": "Synth-v0",
+        "variant": variant, "seed": seed, "config": config,
         "config_hash": content_hash({k: v for k, v in config.items() if k not in _NOT_HASHED}),
         "started_at": "2026-01-01T00:00:00+00:00", "finished_at": "2026-01-01T00:01:00+00:00",
         "artifacts": {}, "references": {"random_return": 0.0, "expert_return": 100.0}, "bc": None,
@@ -178,3 +189,81 @@ def test_failed_killed_missing_and_duplicate_jobs_are_listed(sweep_dir: Path, tm
     assert set(built.figures) == {"synth_ceg"}
     for path in built.figures.values():
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 1024
+
+
+# ------------------------------------------------------------------- cells and frontier groups by config
+
+
+def labelled(root: Path) -> analysis.Sweep:
+    return analysis.load([root])
+
+
+def seeds_per_cell(points: Any) -> dict[str, list[int]]:
+    return {label: sorted(set(g["seed"])) for label, g in points.groupby("label")}
+
+
+def test_demos_seed_that_follows_the_seed_gives_one_cell_per_configuration(tmp_path: Path) -> None:
+    for seed in range(3):  # the default, demos.seed: ${seed}: every seed draws its own demonstrations
+        follows = {"demos.seed": seed}
+        for steps in (100, 200):
+            write_job(tmp_path, f"bc_only_g{steps}_s{seed}", seed, {0: 0.1 * seed}, grad_steps=steps,
+                      variant="bc_only", settings=follows)
+        write_job(tmp_path, f"bc_rl_s{seed}", seed, {0: 0.2, 1000: 0.5}, grad_steps=200, settings=follows)
+    points = labelled(tmp_path).points
+    assert seeds_per_cell(points) == {"bc bc.grad_steps=200": [0, 1, 2], "bc_only bc.grad_steps=100": [0, 1, 2],
+                                      "bc_only bc.grad_steps=200": [0, 1, 2]}
+    assert set(points["frontier"]) == {"synth"}
+    cells = analysis.frontier_cells(analysis.cell_points(points))
+    assert cells["grad_steps"].tolist() == [100, 200]  # the BC+RL jobs' snapshots are the 200-step configuration's
+    assert [s.tolist() for s in cells["seeds"]] == [[0, 1, 2], [0, 1, 2]]
+    assert points["demos_follow_seed"].all() and (points["demos_seed"] == points["seed"]).all()
+
+
+def test_a_fixed_demos_seed_makes_its_own_cell_even_where_it_equals_a_seed(tmp_path: Path) -> None:
+    for seed in range(3):
+        for fixed in (0, 1):  # one set for all seeds; seed 0 of the first and seed 1 of the second match it
+            write_job(tmp_path, f"fixed{fixed}_s{seed}", seed, {0: 0.1}, variant="bc_only",
+                      settings={"demos.seed": fixed})
+        write_job(tmp_path, f"own_s{seed}", seed, {0: 0.1}, grad_steps=200, variant="bc_only",
+                  settings={"demos.seed": seed})
+    points = labelled(tmp_path).points
+    assert seeds_per_cell(points) == {"bc_only demos.seed=0 bc.grad_steps=100": [0, 1, 2],
+                                      "bc_only demos.seed=1 bc.grad_steps=100": [0, 1, 2],
+                                      "bc_only demos.seed=${seed} bc.grad_steps=200": [0, 1, 2]}
+    assert set(points["frontier"]) == {"synth"}  # the same demonstration source: one frontier
+    sets = analysis.demonstration_sets(points).set_index("env")
+    assert sets.loc["synth", "mode"] == "mixed" and sets.loc["synth", "fixed_seeds"] == [0, 1]
+
+
+def test_learner_width_and_ppo_share_a_frontier_the_experts_do_not(tmp_path: Path) -> None:
+    learner = {"env.net_arch": [64, 64], "env.ppo": {"learning_rate": 3e-4}, "env.expert_net_arch": None,
+               "env.expert_activation": None}
+    jobs = {"w32": learner | {"env.net_arch": [32, 32]}, "w64": learner,
+            "ppo": learner | {"env.ppo": {"learning_rate": 1e-3}},  # a learner setting too (BC+RL below)
+            "big_expert": learner | {"env.expert_net_arch": [256, 256]},
+            "relu_expert": learner | {"env.expert_activation": "relu"}}
+    for seed in range(2):
+        for name, settings in jobs.items():
+            write_job(tmp_path, f"{name}_s{seed}", seed, {0: 0.1, 1000: 0.3} if name == "ppo" else {0: 0.1},
+                      variant=name, settings=settings | {"demos.seed": seed})
+    cells = labelled(tmp_path).points.groupby("variant")[["label", "frontier"]].first()
+    assert "env.net_arch=[32,32]" in cells.loc["w32", "label"] and "env.net_arch=[64,64]" in cells.loc["w64", "label"]
+    assert cells.loc["w32", "frontier"] == cells.loc["w64", "frontier"] == cells.loc["ppo", "frontier"]
+    assert "env.expert_net_arch=[256,256]" in cells.loc["big_expert", "frontier"]
+    assert "env.expert_activation=relu" in cells.loc["relu_expert", "frontier"]
+    assert cells["frontier"].nunique() == 3
+
+
+@pytest.mark.parametrize(("demos_seed", "statement"), [
+    (lambda seed: seed, "demonstrations: each seed its own set (demos.seed = seed)"),
+    (lambda seed: 7, "demonstrations: one fixed set (demos.seed = 7) for all seeds"),
+])
+def test_report_says_which_demonstrations_each_seed_used(tmp_path: Path, demos_seed: Any, statement: str) -> None:
+    for seed in range(3):
+        write_job(tmp_path / "sweep", f"s{seed}", seed, {0: 0.2, 1000: 0.5}, settings={"demos.seed": demos_seed(seed)})
+    built = report.build([tmp_path / "sweep"], out=tmp_path / "report", n_resamples=50, figures=[])
+    assert f"synth: {statement}" in built.html.read_text() and f"synth: {statement}" in built.markdown.read_text()
+    summary = json.loads((tmp_path / "report" / "summary.json").read_text())
+    mode = "per_seed" if "each seed" in statement else "fixed"
+    assert summary["demonstrations"]["synth"] == {"mode": mode, "fixed_seeds": [] if mode == "per_seed" else [7],
+                                                  "statement": statement}
