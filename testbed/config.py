@@ -29,13 +29,18 @@ class EnvConfig:
     mask_velocity: bool = False  # hide velocity components (partial observability)
     reference_return: float = MISSING  # the expert is rejected below this mean return
     success_return: float | None = None  # an episode succeeds when its return reaches this
+    # The expert's own algorithm, hyperparameters and architecture: what trains it (and all that keys its cache),
+    # apart from the learner's `ppo`, `net_arch` and `activation` below, so a learner setting never retrains it.
     expert_timesteps: int = 100_000  # env steps to train the expert
     expert_algo: str = "ppo"  # SB3 algorithm of the expert only, "ppo" | "dqn"; BC and fine-tuning are always PPO
-    expert_kwargs: dict[str, Any] = field(default_factory=dict)  # its keyword arguments (a "ppo" expert uses `ppo`)
+    expert_kwargs: dict[str, Any] = field(default_factory=dict)  # its SB3 keyword arguments (not policy_kwargs)
+    expert_net_arch: list[int] | None = None  # hidden widths; None: SB3's default for expert_algo
+    expert_activation: str | None = None  # "tanh" | "relu"; None: SB3's default for expert_algo
     # Per-env defaults of other groups (demos.episodes, rl.budgets interpolate them; overriding those still wins).
     demo_episodes: int = 2  # few enough that BC stays clearly below the expert
     rl_budgets: list[int] = field(default_factory=lambda: [0, 10_000, 30_000, 100_000])  # PPO env steps
-    # rl-zoo3-style SB3 PPO keyword arguments for this env (expert and fine-tuning share them).
+    # The learner's: rl-zoo3-style SB3 PPO keyword arguments for fine-tuning (env files start the expert's from
+    # the same values with a YAML anchor, `expert_kwargs: *ppo`), and the BC/PPO network.
     ppo: dict[str, Any] = field(default_factory=dict)
     net_arch: list[int] = field(default_factory=lambda: [64, 64])
     activation: str = "tanh"  # "tanh" | "relu"

@@ -30,8 +30,8 @@ from testbed.cache import (
     write_record,
 )
 from testbed.config import Config, DemosConfig, DemoSource, EnvConfig
-from testbed.envs import DEMO_SEED_BASE, full_observation, hidden_indices, make_env, mask_observation
-from testbed.expert import Expert, env_key_fields, weaker_expert
+from testbed.envs import DEMO_SEED_BASE, env_key_fields, full_observation, hidden_indices, make_env, mask_observation
+from testbed.expert import Expert, weaker_expert
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ def demo_sources(d: DemosConfig) -> list[dict[str, Any]]:
 def demos_key(cfg: Config, expert: Expert) -> str:
     d: DemosConfig = cfg.demos
     fields: dict[str, Any] = {
-        "expert": expert.sha256,
+        "expert": expert.params_sha256,  # its parameters: an identical retrained expert keeps its datasets
         "env": env_key_fields(cfg.env),
         "episodes": d.episodes,
         "epsilon": d.epsilon,
@@ -143,7 +143,8 @@ def collect_sources(cfg: Config, expert: Expert) -> tuple[list[dict[str, np.ndar
         returns = [float(ep["rewards"].sum()) for ep in eps]
         sources.append(
             source
-            | {"expert_sha256": actor.sha256, "expert_steps": actor.steps, "expert_return": actor.return_mean}
+            | {"expert_sha256": actor.sha256, "expert_params_sha256": actor.params_sha256}
+            | {"expert_steps": actor.steps, "expert_return": actor.return_mean}
             | {"mean_return": float(np.mean(returns))}
         )
         episodes += [ep | {"source": np.asarray(j)} for ep in eps]

@@ -117,6 +117,16 @@ def make_env(cfg: EnvConfig) -> gym.Env:
     return env
 
 
+def env_key_fields(cfg: EnvConfig) -> dict:
+    """The env settings that change what an env is (not its budgets or names): part of every cache key."""
+    return {
+        "id": cfg.id,
+        "max_episode_steps": cfg.max_episode_steps,
+        "wrapper": cfg.wrapper,
+        "mask_velocity": cfg.mask_velocity,
+    }
+
+
 def full_observation(cfg: EnvConfig) -> EnvConfig:
     """The same env with nothing masked: what an expert sees (only the learner is partially observed)."""
     if not cfg.mask_velocity:

@@ -100,24 +100,3 @@ def random_act(cfg: EnvConfig, seed: int = 0) -> ActFn:
     space = make_env(cfg).action_space
     space.seed(seed)
     return lambda obs: np.stack([space.sample() for _ in range(len(obs))])
-
-
-def reference_returns(cfg, expert_return: float) -> dict[str, float]:  # type: ignore[no-untyped-def]
-    """The normalized score's 0 (random policy, measured once per env and cached) and 1 (the expert)."""
-    from pathlib import Path
-
-    from testbed.cache import content_hash, locked, read_record, write_record
-    from testbed.expert import env_key_fields
-
-    key = content_hash({"env": env_key_fields(cfg.env), "episodes": cfg.eval.episodes, "seed": cfg.eval.seed})
-    path = Path(cfg.cache_dir) / "references" / f"{cfg.env.name}-random-{key[:16]}.json"
-    with locked(path):
-        if not path.exists():
-            cap = evaluate(cfg.env, random_act(cfg.env, seed=cfg.eval.seed), cfg.eval.episodes, cfg.eval.seed)
-            write_record(path, {"random_return": cap.mean, "random_return_std": cap.std})
-        random = read_record(path)
-    return {
-        "random_return": random["random_return"],
-        "random_return_std": random["random_return_std"],
-        "expert_return": expert_return,
-    }

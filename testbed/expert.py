@@ -6,6 +6,7 @@ import inspect
 import logging
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -27,14 +28,16 @@ from testbed.cache import (
     write_record,
 )
 from testbed.config import Config, EnvConfig
-from testbed.envs import make_env, make_vec_env
-from testbed.evaluate import evaluate, normalized_score, policy_act, reference_returns
-from testbed.policy import build_ppo
+from testbed.envs import env_key_fields, make_env, make_vec_env
+from testbed.evaluate import Capability, evaluate, normalized_score, policy_act, random_act
+from testbed.policy import ACTIVATIONS, expert_policy_kwargs, params_sha256
 
 log = logging.getLogger(__name__)
 
 # SB3 algorithms an expert may use (env.expert_algo); BC and fine-tuning always use PPO.
 ALGOS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "dqn": DQN}
+# How training envs are seeded (envs.train_env_seeds): part of the key, since it changes what training sees.
+TRAIN_SEEDING = "seedsequence-v1"
 # Evenly spaced training checkpoints kept beside each trained expert: the weaker experts of demos.expert_quality.
 N_CHECKPOINTS = 20
 
@@ -49,38 +52,36 @@ class Expert:
 
     model: BaseAlgorithm  # PPO unless env.expert_algo says otherwise
     path: Path  # the SB3 zip
-    sha256: str  # of the zip
-    key: str  # cache key (content hash of its config); the zip's hash for a user's own expert
-    return_mean: float  # on the evaluation seeds; the normalized score's 1 (for the final expert)
+    sha256: str  # of the zip's bytes: its integrity on disk, not its identity (see params_sha256)
+    key: str  # cache key (content hash of its config); its params_sha256 for a user's own expert
+    return_mean: float  # on the expert's own check episodes (expert.eval_episodes): the reference check
     return_std: float
     source: str  # "trained" | "cache" | "user" | "checkpoint" (a weaker, earlier expert)
     steps: int | None = None  # training env steps behind this model, where known
 
-
-def env_key_fields(cfg: EnvConfig) -> dict:
-    """The env settings that change what an env is (not its budgets or names)."""
-    return {
-        "id": cfg.id,
-        "max_episode_steps": cfg.max_episode_steps,
-        "wrapper": cfg.wrapper,
-        "mask_velocity": cfg.mask_velocity,
-    }
+    @property
+    def params_sha256(self) -> str:
+        """Its identity: a hash of its parameters (equal for identical trainings, unlike the zip's bytes)."""
+        return params_sha256(self.model.policy)
 
 
 def expert_key(cfg: Config) -> str:
-    fields: dict[str, Any] = {
-        "env": env_key_fields(cfg.env),
-        "timesteps": cfg.env.expert_timesteps,
-        "ppo": dict(cfg.env.ppo),
-        "net_arch": list(cfg.env.net_arch),
-        "activation": cfg.env.activation,
-        "seed": cfg.expert.seed,
-        "eval_episodes": cfg.expert.eval_episodes,
-        "versions": library_versions(),
-    }
-    if cfg.env.expert_algo != "ppo":  # PPO experts keep the keys they had before other algorithms
-        fields |= {"algo": cfg.env.expert_algo, "algo_kwargs": expert_kwargs(cfg.env)}
-    return content_hash(fields)
+    """Content hash of what trains the expert, and nothing else: the learner's settings and the evaluation
+    episodes are not in it, so a fine-tuning or width sweep shares one expert."""
+    env = cfg.env
+    return content_hash(
+        {
+            "env": env_key_fields(env),
+            "algo": env.expert_algo,
+            "kwargs": expert_kwargs(env),
+            "net_arch": None if env.expert_net_arch is None else list(env.expert_net_arch),
+            "activation": env.expert_activation,
+            "timesteps": env.expert_timesteps,
+            "seed": cfg.expert.seed,
+            "seeding": TRAIN_SEEDING,
+            "versions": library_versions(),
+        }
+    )
 
 
 def expert_view(cfg: Config) -> Config:
@@ -131,11 +132,11 @@ def check_expert_kwargs(cfg: EnvConfig) -> None:
     """Fail at startup, naming the key, on an unknown env.expert_algo or an argument it would reject."""
     if cfg.expert_algo not in ALGOS:
         raise ValueError(f"env.expert_algo='{cfg.expert_algo}' is not one of {sorted(ALGOS)}")
-    if cfg.expert_algo == "ppo":
-        if cfg.expert_kwargs:
-            raise ValueError("env.expert_kwargs is for non-PPO experts; a PPO expert takes env.ppo")
-        return
-    reserved = {"self", "policy", "env", "seed", "verbose", "device", "_init_setup_model"}
+    if cfg.expert_activation is not None and cfg.expert_activation not in ACTIVATIONS:
+        raise ValueError(f"env.expert_activation='{cfg.expert_activation}' is not one of {sorted(ACTIVATIONS)}")
+    if "policy_kwargs" in cfg.expert_kwargs:
+        raise ValueError("env.expert_kwargs.policy_kwargs: set env.expert_net_arch / env.expert_activation instead")
+    reserved = {"self", "policy", "env", "seed", "verbose", "device", "_init_setup_model", "tensorboard_log"}
     allowed = set(inspect.signature(ALGOS[cfg.expert_algo].__init__).parameters) - reserved
     unknown = sorted(set(cfg.expert_kwargs) - allowed)
     if unknown:
@@ -150,10 +151,15 @@ def expert_kwargs(cfg: EnvConfig) -> dict[str, Any]:
 
 def build_expert(cfg: EnvConfig, seed: int) -> BaseAlgorithm:
     """An untrained expert: PPO on the env's vector env, or an off-policy algorithm on one env (as rl-zoo3)."""
-    if cfg.expert_algo == "ppo":
-        return build_ppo(cfg, make_vec_env(cfg, seed=seed), seed=seed)
+    n_envs = None if cfg.expert_algo == "ppo" else 1
     return ALGOS[cfg.expert_algo](
-        "MlpPolicy", make_vec_env(cfg, seed=seed, n_envs=1), seed=seed, device="cpu", verbose=0, **expert_kwargs(cfg)
+        "MlpPolicy",
+        make_vec_env(cfg, seed=seed, n_envs=n_envs),
+        seed=seed,
+        policy_kwargs=expert_policy_kwargs(cfg),
+        device="cpu",
+        verbose=0,
+        **expert_kwargs(cfg),
     )
 
 
@@ -258,7 +264,7 @@ def _load_user_expert(cfg: Config) -> Expert:
             cap = evaluate(cfg.env, policy_act(model.policy), cfg.expert.eval_episodes)
             write_record(ref, {"return_mean": cap.mean, "return_std": cap.std})
         stats = read_record(ref)
-    return Expert(model, path, sha, sha, stats["return_mean"], stats["return_std"], "user")
+    return Expert(model, path, sha, params_sha256(model.policy), stats["return_mean"], stats["return_std"], "user")
 
 
 def weaker_expert(cfg: Config, expert: Expert, quality: float) -> Expert:
@@ -277,7 +283,8 @@ def weaker_expert(cfg: Config, expert: Expert, quality: float) -> Expert:
             f"demos.expert_quality={quality} needs the expert's training checkpoints, and {folder} has none "
             "(a user's expert, or one trained before checkpoints were kept: delete the folder to retrain it)."
         )
-    random_return = reference_returns(cfg, expert.return_mean)["random_return"]
+    # The same episodes on both ends: the checkpoints and the final expert's return are on the check episodes.
+    random_return = random_reference(cfg.env, cfg.cache_dir, cfg.expert.eval_episodes, seed=0)["return_mean"]
     scores_path = folder / f"checkpoint_returns-{cfg.expert.eval_episodes}.json"
     with locked(scores_path):
         scores = read_record(scores_path) if scores_path.exists() else {}
@@ -318,3 +325,38 @@ def load_user_expert_zip(path: str | Path, algo: str) -> BaseAlgorithm:
             f"expert.path={path}: cannot load it as an SB3 {algo.upper()} model (env.expert_algo={algo}), "
             f"{type(exc).__name__}: {exc}. It must be a zip saved by SB3's model.save()."
         ) from exc
+
+
+def reference_returns(cfg: Config, expert: Expert) -> dict[str, float]:
+    """The normalized score's 0 (a uniformly random policy) and 1 (the expert, acting by its mode), both measured
+    on the job's own evaluation episodes (eval.episodes at eval.seed) and cached, so both ends and the scored
+    policy see the same start states. The expert acts on full observations, as when it made the demonstrations."""
+    env = expert_view(cfg).env
+    random = random_reference(env, cfg.cache_dir, cfg.eval.episodes, cfg.eval.seed)
+    fields = {"expert": expert.params_sha256, "env": env_key_fields(env), "episodes": cfg.eval.episodes,
+              "seed": cfg.eval.seed}
+    path = Path(cfg.cache_dir) / "references" / f"{cfg.env.name}-expert-{content_hash(fields)[:16]}.json"
+    ret = _cached_return(path, lambda: evaluate(env, policy_act(expert.model.policy), cfg.eval.episodes, cfg.eval.seed))
+    return {
+        "random_return": random["return_mean"],
+        "random_return_std": random["return_std"],
+        "expert_return": ret["return_mean"],
+        "expert_return_std": ret["return_std"],
+        "episodes": cfg.eval.episodes,
+        "eval_seed": cfg.eval.seed,
+    }
+
+
+def random_reference(env: EnvConfig, cache_dir: str, episodes: int, seed: int) -> dict[str, float]:
+    """A uniformly random policy's return on evaluation episodes `episodes` at `seed`, measured once and cached."""
+    fields = {"env": env_key_fields(env), "episodes": episodes, "seed": seed}
+    path = Path(cache_dir) / "references" / f"{env.name}-random-{content_hash(fields)[:16]}.json"
+    return _cached_return(path, lambda: evaluate(env, random_act(env, seed=seed), episodes, seed))
+
+
+def _cached_return(path: Path, measure: Callable[[], Capability]) -> dict[str, float]:
+    with locked(path):
+        if not path.exists():
+            cap = measure()
+            write_record(path, {"return_mean": cap.mean, "return_std": cap.std})
+        return read_record(path)

@@ -21,8 +21,8 @@ from testbed.config import Config, validate
 from testbed.demonstrations import Demonstrations, get_demonstrations
 from testbed.drift import checkpoint_drift, probe_sample, snapshot
 from testbed.envs import make_vec_env
-from testbed.evaluate import evaluate, policy_act, reference_returns
-from testbed.expert import Expert, get_expert
+from testbed.evaluate import evaluate, policy_act
+from testbed.expert import Expert, get_expert, reference_returns
 from testbed.finetune import finetune
 from testbed.policy import build_ppo
 from testbed.results import ResultsFile, format_table, run_name
@@ -83,9 +83,11 @@ def _run_stages(dcfg: DictConfig, results: ResultsFile, tracker: Tracker) -> Non
 def expert_stage(cfg: Config, results: ResultsFile) -> tuple[Expert, dict[str, float]]:
     start = time.perf_counter()
     expert = get_expert(cfg)
-    refs = reference_returns(cfg, expert.return_mean)
+    refs = reference_returns(cfg, expert)
     results.data["timings"]["expert_s"] = time.perf_counter() - start
-    results.data["artifacts"]["expert"] = {"path": str(expert.path), "sha256": expert.sha256, "source": expert.source}
+    results.data["artifacts"]["expert"] = {"path": str(expert.path), "sha256": expert.sha256,
+                                           "params_sha256": expert.params_sha256, "source": expert.source,
+                                           "check_return": expert.return_mean}
     results.update(references=refs)
     log.info("expert: %s (%s), return %.1f; random %.1f", expert.path, expert.source, expert.return_mean,
              refs["random_return"])

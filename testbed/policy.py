@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 from typing import Any
 
@@ -41,7 +42,33 @@ def policy_kwargs(cfg: EnvConfig) -> dict[str, Any]:
 
 
 def build_ppo(cfg: EnvConfig, venv: VecEnv, seed: int, algo: type[PPO] = PPO, **overrides: Any) -> PPO:
-    """A PPO agent (`algo`: PPO or a subclass) on `venv` with the env's hyperparameters and overrides, on the CPU."""
+    """The learner: a PPO agent (`algo`: PPO or a subclass) on `venv` with the env's `ppo` settings and overrides,
+    on the CPU."""
     check_ppo_kwargs(cfg)
     kwargs = {**cfg.ppo, **overrides}
     return algo("MlpPolicy", venv, seed=seed, policy_kwargs=policy_kwargs(cfg), device="cpu", verbose=0, **kwargs)
+
+
+def expert_policy_kwargs(cfg: EnvConfig) -> dict[str, Any]:
+    """The expert's network: env.expert_net_arch / expert_activation where set, else SB3's defaults for its algo."""
+    kwargs: dict[str, Any] = {}
+    if cfg.expert_net_arch is not None:
+        arch = list(cfg.expert_net_arch)
+        kwargs["net_arch"] = {"pi": arch, "vf": arch} if cfg.expert_algo == "ppo" else arch
+    if cfg.expert_activation is not None:
+        kwargs["activation_fn"] = ACTIVATIONS[cfg.expert_activation]
+    return kwargs
+
+
+def params_sha256(policy: torch.nn.Module) -> str:
+    """Identity of a policy by its parameters: sha256 over every tensor's name, dtype, shape and bytes.
+
+    A saved SB3 zip is not an identity: two identical trainings give zips with different bytes (it stores
+    function addresses), so datasets and references key on this instead.
+    """
+    digest = hashlib.sha256()
+    for name, tensor in sorted(policy.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
+    return digest.hexdigest()

@@ -12,14 +12,15 @@ import shutil
 import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 from omegaconf import DictConfig
 
 from testbed.cache import CacheError
+from testbed.config import Config
 from testbed.demonstrations import demos_key, get_demonstrations
-from testbed.evaluate import reference_returns
-from testbed.expert import ExpertRejected, get_expert, weaker_expert
+from testbed.expert import ExpertRejected, get_expert, reference_returns, weaker_expert
 from testbed.pipeline import run
 from tests.conftest import make_cfg
 
@@ -62,20 +63,25 @@ def edit_json(path: Path, **changes: object) -> None:
 # 1. A cache record edited in place is refused, naming the file and saying to delete it.
 
 
-def test_edited_random_reference_is_refused(cfg: CfgFactory, cache: Path) -> None:
-    refs = reference_returns(cfg(), 500.0)
-    (path,) = (cache / "references").glob("cartpole-random-*.json")
-    edit_json(path, random_return=refs["random_return"] + 100.0)
+def references(c: DictConfig) -> dict[str, float]:
+    return reference_returns(cast(Config, c), get_expert(cast(Config, c)))
+
+
+@pytest.mark.parametrize("end", ["random", "expert"])
+def test_edited_reference_is_refused(cfg: CfgFactory, cache: Path, end: str) -> None:
+    refs = references(cfg())
+    (path,) = (cache / "references").glob(f"cartpole-{end}-*.json")
+    edit_json(path, return_mean=refs[f"{end}_return"] + 100.0)
     with pytest.raises(CacheError, match=f"{path}.*delete"):
-        reference_returns(cfg(), 500.0)
+        references(cfg())
 
 
 def test_old_reference_without_a_hash_is_refused(cfg: CfgFactory, cache: Path) -> None:
-    reference_returns(cfg(), 500.0)
+    references(cfg())
     (path,) = (cache / "references").glob("cartpole-random-*.json")
     path.write_text(json.dumps({"random_return": 20.0, "random_return_std": 1.0}))  # as older versions wrote it
     with pytest.raises(CacheError, match=f"{path}.*no record_sha256.*delete"):
-        reference_returns(cfg(), 500.0)
+        references(cfg())
 
 
 def test_hand_edited_expert_return_in_meta_json_is_refused(cfg: CfgFactory, cache: Path) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import re
 import zipfile
 from pathlib import Path
-from typing import cast
 
 import gymnasium as gym
 import numpy as np
@@ -16,9 +15,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from stable_baselines3 import PPO
 
-import testbed.expert
-from testbed.config import Config, validate
-from testbed.expert import env_key_fields, expert_key
+from testbed.config import validate
 from testbed.pipeline import run, setup
 from testbed.results import run_name
 from tests.conftest import CONF, make_cfg
@@ -106,25 +103,6 @@ def test_hydra_folders_use_the_name_of_the_env_id_used() -> None:
     # The run folder is claimed (created) as it resolves, so only read what it is made of; a real job's folder is
     # checked in tests/integration/test_validation_jobs.py.
     assert "outputs/${env.name}/" in OmegaConf.to_yaml(cfg.hydra.run)  # unresolved
-
-
-# The expert keys of the env files before `settings_for` existed (library versions left out): unchanged.
-EXPERT_KEYS = {
-    "acrobot": "37c45a9e78d9b3a2890eb0ca6aee74afafbc5c89061649d51460948e9c1ea672",
-    "cartpole": "dd4fb272cdca3905a152a191aa997b4ff0d2b33eeb0a5b8c6506069c35ad60d6",
-    "doorkey": "d4d8d6f3d975a180c7e1b35859a830af049eb351476b3a6a3474e7d2e213229f",
-    "lunarlander": "c5b312186dfba44a043e34eaec51f8fe845250e5ce9dbebfbc32756e9adcb85c",
-    "mountaincar": "0355bb6a2e3fdc1cf2a7cc00d7f6d2b755bd06ecdb10db0c8e76eaa0636560b3",
-    "pendulum": "e5d8312622d17682aa40b6fc693162ee673d92bc45fc4b6e509c237d2c10751b",
-}
-
-
-@pytest.mark.parametrize("name", sorted(EXPERT_KEYS))
-def test_expert_cache_keys_of_the_env_files_are_unchanged(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(testbed.expert, "library_versions", dict)
-    cfg = make_cfg(f"env={name}")
-    assert set(env_key_fields(cfg.env)) == {"id", "max_episode_steps", "wrapper", "mask_velocity"}
-    assert expert_key(cast(Config, cfg)) == EXPERT_KEYS[name]
 
 
 def test_borrowed_reference_return_fails_naming_both_ids() -> None:
