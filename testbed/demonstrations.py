@@ -290,7 +290,7 @@ def load_dataset(folder: Path, env_cfg: EnvConfig) -> Demonstrations:
         raise DatasetError(f"Cannot read dataset {folder / 'data' / 'main_data.hdf5'}: {e}") from e
     env = make_env(env_cfg)
     arrays = [_episode_arrays(ep) for ep in episodes]
-    validate(arrays, env.observation_space, env.action_space, folder / "data" / "main_data.hdf5")
+    check_episodes(arrays, env.observation_space, env.action_space, folder / "data" / "main_data.hdf5")
     starts = np.cumsum([0] + [len(a["actions"]) for a in arrays[:-1]])
     cat = {k: np.concatenate([a[k] for a in arrays]) for k in ("actions", "rewards", "terminations", "truncations")}
     return Demonstrations(
@@ -314,7 +314,9 @@ def _episode_arrays(ep: object) -> dict[str, np.ndarray]:
     }
 
 
-def validate(episodes: list[dict[str, np.ndarray]], obs_space: gym.Space, act_space: gym.Space, file: Path) -> None:
+def check_episodes(
+    episodes: list[dict[str, np.ndarray]], obs_space: gym.Space, act_space: gym.Space, file: Path
+) -> None:
     """Check lengths, dtypes, NaN and space membership; raise DatasetError naming file, episode and field."""
     if not episodes:
         raise DatasetError(f"{file}: dataset has no episodes")

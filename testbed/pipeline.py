@@ -17,7 +17,7 @@ from testbed.anchoring import attach_anchor, ppo_class
 from testbed.bc import train_bc
 from testbed.cache import atomic_write, file_sha256
 from testbed.compute import StageCompute, actor_params, train_flops
-from testbed.config import Config, validate
+from testbed.config import Config
 from testbed.demonstrations import Demonstrations, get_demonstrations
 from testbed.drift import checkpoint_drift, probe_sample, snapshot
 from testbed.envs import make_vec_env
@@ -27,6 +27,7 @@ from testbed.finetune import finetune
 from testbed.policy import build_ppo
 from testbed.results import ResultsFile, format_table, run_name
 from testbed.tracking import Tracker
+from testbed.validation import validate_job
 from testbed.voting import evaluate_voting
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ def output_dir(cfg: DictConfig) -> Path:
 
 def setup(cfg: DictConfig) -> None:
     """Validate, then seed python, numpy and torch in one visible place (envs are seeded by their seeds)."""
-    validate(cfg)
+    validate_job(cfg)
     torch.set_num_threads(cfg.torch_threads)
     set_random_seed(cfg.seed)
 

@@ -18,9 +18,9 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig
 
 from testbed.cli import record_failure
-from testbed.config import validate
 from testbed.results import config_hash, is_complete
 from testbed.sweep import MANIFEST, claim_dir, expand
+from testbed.validation import validate_job
 from tests.conftest import CONF, make_cfg
 
 REPO = CONF.parent
@@ -145,7 +145,7 @@ def test_claimed_folders_are_distinct_under_a_race(tmp_path: Path) -> None:
 def test_a_job_failing_before_the_pipeline_still_gets_a_failed_results_json(tmp_path: Path) -> None:
     cfg = make_cfg("debug=fast", "logger=none", "rl.init=bogus", f"output_dir={tmp_path}")
     with pytest.raises(ValueError) as failure:
-        validate(cfg)
+        validate_job(cfg)
     record_failure(cfg, failure.value)
     data = results(tmp_path / "results.json")
     assert data["status"] == "failed" and data["error"]["type"] == "ValueError"

@@ -11,9 +11,10 @@ from stable_baselines3.common.env_util import make_vec_env
 
 from testbed.anchoring import Anchor, AnchoredPPO, anchor_coef, diagonal_fisher, ewc_penalty, mean_kl
 from testbed.bc import actor_parameters
-from testbed.config import AnchorConfig, validate
+from testbed.config import AnchorConfig
 from testbed.drift import snapshot
 from testbed.finetune import dip_columns, set_actor_frozen
+from testbed.validation import validate_job
 from testbed.voting import committee_act, median_vote, plurality, samples_act
 from tests.conftest import make_cfg
 
@@ -132,11 +133,11 @@ def test_a_step_without_the_anchor_fails_loudly() -> None:
 
 def test_config_rejects_unknown_kinds_and_anchors_without_bc() -> None:
     with pytest.raises(ValueError, match="rl.anchor.kind"):
-        validate(make_cfg("rl.anchor.kind=kl"))
+        validate_job(make_cfg("rl.anchor.kind=kl"))
     with pytest.raises(ValueError, match="needs rl.init=bc"):
-        validate(make_cfg("rl.anchor.kind=ewc", "rl.init=scratch"))
+        validate_job(make_cfg("rl.anchor.kind=ewc", "rl.init=scratch"))
     with pytest.raises(ValueError, match="voting.mode"):
-        validate(make_cfg("voting.mode=best"))
+        validate_job(make_cfg("voting.mode=best"))
 
 
 # ------------------------------------------------------------------------------------------------ voting

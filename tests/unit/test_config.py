@@ -8,8 +8,8 @@ import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ValidationError
 
-from testbed.config import validate
 from testbed.pipeline import run
+from testbed.validation import validate_job
 from tests.conftest import CONF, make_cfg
 
 GROUP_OPTIONS = sorted((p.parent.name, p.stem) for p in CONF.glob("*/*.yaml") if p.parent.name not in ("hydra",))
@@ -20,7 +20,7 @@ def test_every_conf_file_composes_and_validates(group: str, option: str) -> None
     if group == "launcher":
         pytest.skip("launchers compose under hydra/launcher, tested with sweeps")
     cfg = make_cfg(f"{group}={option}")
-    validate(cfg)
+    validate_job(cfg)
 
 
 def test_typo_in_key_names_the_key() -> None:
@@ -51,13 +51,13 @@ def test_unknown_env_id_fails_before_training(tmp_path: Path) -> None:
 def test_unknown_ppo_argument_names_it(tmp_path: Path) -> None:
     cfg = make_cfg("+env.ppo.n_stepz=3")
     with pytest.raises(ValueError, match="n_stepz"):
-        validate(cfg)
+        validate_job(cfg)
 
 
 def test_bad_choice_names_the_key() -> None:
     cfg = make_cfg("rl.init=pretrained")
     with pytest.raises(ValueError, match="rl.init"):
-        validate(cfg)
+        validate_job(cfg)
 
 
 def test_each_job_seed_draws_its_own_demonstrations_unless_fixed() -> None:

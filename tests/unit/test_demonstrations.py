@@ -10,7 +10,7 @@ import pytest
 
 from testbed.cache import CacheError
 from testbed.config import EnvConfig
-from testbed.demonstrations import DatasetError, load_dataset, validate, write_dataset
+from testbed.demonstrations import DatasetError, check_episodes, load_dataset, write_dataset
 from testbed.envs import make_env
 
 ENV = EnvConfig(id="CartPole-v1", name="cartpole", reference_return=475.0)
@@ -95,7 +95,7 @@ def _broken(field: str, change) -> list[dict[str, np.ndarray]]:  # type: ignore[
 def test_validation_names_file_episode_and_field(field: str, change, message: str) -> None:  # type: ignore[no-untyped-def]
     env = make_env(ENV)
     with pytest.raises(DatasetError) as info:
-        validate(_broken(field, change), env.observation_space, env.action_space, Path("/x/main_data.hdf5"))
+        check_episodes(_broken(field, change), env.observation_space, env.action_space, Path("/x/main_data.hdf5"))
     text = str(info.value)
     assert "/x/main_data.hdf5" in text and "episode 1" in text and f"'{field}'" in text and message in text
 

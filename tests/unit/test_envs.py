@@ -11,8 +11,8 @@ import pytest
 from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
-from testbed.config import validate
 from testbed.envs import VELOCITY_INDICES, make_env
+from testbed.validation import validate_job
 from tests.conftest import CONF, make_cfg
 
 ENV_NAMES = sorted(p.stem for p in (CONF / "env").glob("*.yaml"))
@@ -27,7 +27,7 @@ def test_the_issue_envs_are_all_configured() -> None:
 @pytest.mark.parametrize("name", ENV_NAMES)
 def test_env_config_composes_validates_and_sets_its_defaults(name: str) -> None:
     cfg = make_cfg(f"env={name}")
-    validate(cfg)
+    validate_job(cfg)
     assert cfg.env.name == name
     assert cfg.env.reference_return is not None and cfg.env.expert_timesteps > 0
     # The env's defaults reach the other groups, and an explicit override still wins.
@@ -66,15 +66,15 @@ def test_env_passes_sb3_checker(name: str) -> None:
 
 def test_unknown_expert_algo_and_bad_demo_quality_name_the_key() -> None:
     with pytest.raises(ValueError, match="env.expert_algo"):
-        validate(make_cfg("env=mountaincar", "env.expert_algo=sac"))
+        validate_job(make_cfg("env=mountaincar", "env.expert_algo=sac"))
     with pytest.raises(ValueError, match="target_update_intervall"):
-        validate(make_cfg("env=mountaincar", "+env.expert_kwargs.target_update_intervall=5"))
+        validate_job(make_cfg("env=mountaincar", "+env.expert_kwargs.target_update_intervall=5"))
     with pytest.raises(ValueError, match="env.expert_kwargs"):
-        validate(make_cfg("env=cartpole", "+env.expert_kwargs.buffer_size=5"))
+        validate_job(make_cfg("env=cartpole", "+env.expert_kwargs.buffer_size=5"))
     with pytest.raises(ValueError, match="demos.expert_quality"):
-        validate(make_cfg("demos.expert_quality=1.5"))
+        validate_job(make_cfg("demos.expert_quality=1.5"))
     with pytest.raises(ValueError, match=r"demos.mix\[0\].epsilon"):
-        validate(make_cfg("demos.mix=[{episodes:2,epsilon:2.0}]"))
+        validate_job(make_cfg("demos.mix=[{episodes:2,epsilon:2.0}]"))
 
 
 def _rollout(env: gym.Env, seed: int, steps: int) -> np.ndarray:

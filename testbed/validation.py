@@ -1,0 +1,95 @@
+"""The checks a job's config must pass before anything trains: what the schema (testbed/config.py) cannot say,
+because it needs the env, the expert or SB3. pipeline.setup runs them; a failure names the key."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from testbed.config import SEED_RANGE
+from testbed.envs import check_env_id, check_spaces
+from testbed.expert import check_expert_kwargs, load_user_expert_zip
+from testbed.policy import check_ppo_kwargs
+
+
+def validate_job(cfg: Any) -> None:
+    """Checks the schema cannot express, run before any training so a bad job starts nothing."""
+    _check_seeds(cfg)
+    check_env_id(cfg.env.id)
+    check_ppo_kwargs(cfg.env)
+    check_expert_kwargs(cfg.env)
+    check_spaces(cfg.env)
+    _check_settings_for(cfg)
+    _one_of("rl.init", cfg.rl.init, ("bc", "scratch"))
+    _check_anchor_and_voting(cfg)
+    _one_of("logger.backend", cfg.logger.backend, ("wandb", "none"))
+    _one_of("logger.mode", cfg.logger.mode, ("offline", "online", "disabled"))
+    if any(b < 0 for b in cfg.rl.budgets) or (cfg.rl.budget is not None and cfg.rl.budget < 0):
+        raise ValueError(f"rl.budgets must be >= 0, got {list(cfg.rl.budgets)} / rl.budget={cfg.rl.budget}")
+    _check_demo_source("demos", cfg.demos)
+    for i, source in enumerate(cfg.demos.mix):
+        _check_demo_source(f"demos.mix[{i}]", source)
+    for key, value in (
+        ("demos.episodes", cfg.demos.episodes),
+        ("eval.episodes", cfg.eval.episodes),
+        ("bc.batch_size", cfg.bc.batch_size),
+        ("env.n_envs", cfg.env.n_envs),
+    ):
+        if value < 1:
+            raise ValueError(f"{key} must be >= 1, got {value}")
+    if cfg.expert.path:  # last: loading the zip is the slowest check
+        load_user_expert_zip(cfg.expert.path, cfg.env.expert_algo)
+
+
+def _check_seeds(cfg: Any) -> None:
+    low, high = SEED_RANGE
+    seeds = {"seed": cfg.seed, "expert.seed": cfg.expert.seed, "demos.seed": cfg.demos.seed, "eval.seed": cfg.eval.seed}
+    for key, value in seeds.items():
+        if not low <= value < high:
+            raise ValueError(f"{key}={value} is out of range: a seed must lie in [0, 2**32) (numpy's seed range)")
+
+
+def _check_settings_for(cfg: Any) -> None:
+    """Refuse references measured for another env than env.id: they would accept or reject the wrong expert."""
+    env = cfg.env
+    if env.id == env.settings_for:
+        return
+    origin = f"was measured for {env.settings_for} (env.settings_for)"
+    # A user's expert (expert.path) is never checked against reference_return, so it borrows nothing.
+    if cfg.expert.check_reference and not cfg.expert.path:
+        raise ValueError(
+            f"env.id='{env.id}' has no reference return of its own: env.reference_return={env.reference_return} "
+            f"{origin}. Set env.reference_return=<value> env.settings_for={env.id} (or add a conf/env file for "
+            f"{env.id}), or expert.check_reference=false to accept any expert."
+        )
+    if env.success_return is not None:
+        raise ValueError(
+            f"env.id='{env.id}' has no success return of its own: env.success_return={env.success_return} {origin}. "
+            f"Set env.success_return=<value> env.settings_for={env.id}, or env.success_return=null (no success rate)."
+        )
+
+
+def _check_demo_source(key: str, source: Any) -> None:
+    if not 0.0 <= source.epsilon <= 1.0:
+        raise ValueError(f"{key}.epsilon must lie in [0, 1], got {source.epsilon}")
+    if source.expert_quality is not None and not 0.0 < source.expert_quality <= 1.0:
+        raise ValueError(f"{key}.expert_quality must lie in (0, 1] (a normalized score), got {source.expert_quality}")
+    if source.episodes < 1:
+        raise ValueError(f"{key}.episodes must be >= 1, got {source.episodes}")
+
+
+def _check_anchor_and_voting(cfg: Any) -> None:
+    anchor, voting = cfg.rl.anchor, cfg.voting
+    _one_of("rl.anchor.kind", anchor.kind, ("none", "bc_kl", "kickstart", "ewc"))
+    _one_of("rl.anchor.decay", anchor.decay, ("none", "exp", "linear"))
+    _one_of("voting.mode", voting.mode, ("seeds", "samples"))
+    if anchor.coef < 0 or not 0 < anchor.decay_rate <= 1 or anchor.decay_steps < 1 or anchor.fisher_states < 1:
+        raise ValueError("rl.anchor needs coef >= 0, 0 < decay_rate <= 1, decay_steps >= 1 and fisher_states >= 1")
+    if anchor.kind != "none" and cfg.rl.init != "bc":
+        raise ValueError(f"rl.anchor.kind='{anchor.kind}' anchors to the BC policy and needs rl.init=bc")
+    if voting.enabled and (cfg.rl.init != "bc" or not voting.ks or min(voting.ks) < 1):
+        raise ValueError(f"voting needs rl.init=bc and voting.ks >= 1, got rl.init={cfg.rl.init}, ks={list(voting.ks)}")
+
+
+def _one_of(key: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{key}='{value}' is not one of {list(allowed)}")
