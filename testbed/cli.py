@@ -79,7 +79,12 @@ def check_run_dir_override(args: list[str]) -> None:
             raise SystemExit(f"hydra.run.dir={value}: cannot create the job's folder there: {exc}") from exc
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+# An absolute path: the `testbed` console script imports this module, and Hydra would read a relative one as a
+# Python package name ("Primary config module 'conf' not found").
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def job(cfg: DictConfig) -> None:
     """Hydra's task function: the pipeline, with a results.json that says how it ended even when it ends early."""
     try:

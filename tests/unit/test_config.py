@@ -64,3 +64,12 @@ def test_each_job_seed_draws_its_own_demonstrations_unless_fixed() -> None:
     """The spread over seeds must include the variance of drawing demonstrations (large for BC from few)."""
     assert [make_cfg(f"seed={s}").demos.seed for s in (0, 1, 4)] == [0, 1, 4]
     assert [make_cfg(f"seed={s}", "demos.seed=7").demos.seed for s in (0, 1, 4)] == [7, 7, 7]
+
+
+def test_the_console_script_finds_the_configs_from_any_folder(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    script = Path(sys.executable).parent / "testbed"
+    done = subprocess.run([str(script), "--help"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "== Configuration groups ==" in done.stdout, done.stderr[-2000:]
