@@ -19,12 +19,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from testbed.bc import actor_parameters, nll_and_entropy, split, to_tensors, train_bc
+from testbed.bc import nll_and_entropy, split, to_tensors, train_bc
 from testbed.config import Config
 from testbed.demonstrations import get_demonstrations
 from testbed.envs import make_vec_env
 from testbed.expert import get_expert
-from testbed.policy import build_ppo
+from testbed.policy import actor_parameters, build_ppo
 
 SEEDS = (0, 1, 2, 3, 4)
 FRESH_EPISODES = 16  # from demonstration seed 1: start states the training demonstrations never had

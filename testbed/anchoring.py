@@ -25,10 +25,9 @@ import torch as th
 from stable_baselines3 import PPO
 from stable_baselines3.common.policies import ActorCriticPolicy
 
-from testbed.bc import actor_parameters
 from testbed.compute import actor_params, forward_flops, train_flops
 from testbed.config import AnchorConfig
-from testbed.drift import kl_per_state, snapshot
+from testbed.policy import actor_parameters, kl_per_state, snapshot
 
 
 def anchor_coef(cfg: AnchorConfig, update: int, rollout: int) -> float:
@@ -55,7 +54,7 @@ def diagonal_fisher(bc: ActorCriticPolicy, obs: th.Tensor, seed: int) -> list[th
     """Diagonal Fisher of the BC actor, E_{s ~ obs, a ~ pi_bc(.|s)} [(d log pi_bc(a|s) / d theta_i)^2].
 
     One action sampled per state, one backward pass per state (the squared gradients must be per sample), in
-    the order of `bc.actor_parameters`. The sampling uses its own seeded RNG, so it shifts no later draw.
+    the order of `policy.actor_parameters`. The sampling uses its own seeded RNG, so it shifts no later draw.
     """
     model = snapshot(bc)
     model.requires_grad_(True)  # a differentiable copy; `bc` stays frozen
@@ -83,7 +82,7 @@ class Anchor:
     """The frozen BC policy and the term that pulls PPO's actor toward it, with its schedule and statistics."""
 
     def __init__(self, cfg: AnchorConfig, bc: ActorCriticPolicy, demo_obs: np.ndarray, seed: int, batch_size: int):
-        """`bc`: a frozen BC snapshot (drift.snapshot); `demo_obs`: (n, *obs_shape) demonstration states;
+        """`bc`: a frozen BC snapshot (policy.snapshot); `demo_obs`: (n, *obs_shape) demonstration states;
         `batch_size`: demonstration states per bc_kl minibatch unless `cfg.batch_size` is set."""
         if cfg.kind not in ("bc_kl", "kickstart", "ewc"):
             raise ValueError(f"rl.anchor.kind='{cfg.kind}' is not an anchor")

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from testbed.config import BCConfig
 from testbed.demonstrations import Demonstrations
+from testbed.policy import actor_parameters
 
 log = logging.getLogger(__name__)
 
@@ -34,20 +35,11 @@ class BCResult:
     grad_steps: int
     train_transitions: int
     val_transitions: int
-    train_loss: float  # NLL of the last logged window
-    val_loss: float  # held-out NLL at the end
+    train_nll: float  # training NLL, mean over the last logged window
+    val_nll: float  # held-out NLL at the end
     val_agreement: float  # held-out fraction of deterministic actions equal to the demonstrated ones
     wall_s: float
     curve: list[dict[str, float]] = field(default_factory=list)  # bc/... rows against bc/samples
-
-
-def actor_parameters(policy: ActorCriticPolicy) -> list[torch.nn.Parameter]:
-    """The parameters BC trains: actor body, action head and (continuous) log_std; never the critic."""
-    params = list(policy.mlp_extractor.policy_net.parameters()) + list(policy.action_net.parameters())
-    if isinstance(getattr(policy, "log_std", None), torch.nn.Parameter):
-        params.append(policy.log_std)
-    params += list(policy.pi_features_extractor.parameters())
-    return params
 
 
 def split(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -180,8 +172,8 @@ def train_bc(
         grad_steps=cfg.grad_steps,
         train_transitions=n,
         val_transitions=len(val_idx),
-        train_loss=curve[-1]["bc/train_nll"] if curve else float("nan"),
-        val_loss=_val_nll(policy, x_val, y_val),
+        train_nll=curve[-1]["bc/train_nll"] if curve else float("nan"),
+        val_nll=_val_nll(policy, x_val, y_val),
         val_agreement=agreement(policy, x_val, y_val),
         wall_s=time.perf_counter() - start,
         curve=curve,
@@ -190,7 +182,7 @@ def train_bc(
         "bc: %d steps, %d samples, val NLL %.3f, val agreement %.3f in %.1f s",
         result.grad_steps,
         result.samples,
-        result.val_loss,
+        result.val_nll,
         result.val_agreement,
         result.wall_s,
     )

@@ -8,14 +8,17 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch as th
 from gymnasium import spaces
-from stable_baselines3.common.distributions import Distribution
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.preprocessing import preprocess_obs
 from torch import nn
-from torch.distributions import kl_divergence
 
-TOLERANCES: tuple[float, ...] = (1e-8, 1e-6, 1e-4)
-"""Absolute tolerances for update sparsity: a parameter counts as unchanged when |w - w_bc| <= tol."""
+from testbed.config import EvalConfig
+from testbed.policy import action_distribution, kl_per_state
+
+TOLERANCES: tuple[float, ...] = tuple(EvalConfig().sparsity_tols)
+"""Absolute tolerances for update sparsity: a parameter counts as unchanged when |w - w_bc| <= tol.
+
+The default of `eval.sparsity_tols` (config.py), the one place these numbers are written."""
 
 AGREEMENT_RTOL = 1e-3
 """Continuous actions agree when every dim differs by at most this fraction of the action range."""
@@ -191,21 +194,6 @@ def representation_drift(
 # ------------------------------------------------------------------------------------------- behaviour
 
 
-def _distribution(policy: ActorCriticPolicy, obs: np.ndarray) -> Distribution:
-    obs_t, _ = policy.obs_to_tensor(obs)
-    return policy.get_distribution(obs_t)
-
-
-def kl_per_state(dist_p: Distribution, dist_q: Distribution) -> th.Tensor:
-    """KL(p || q) per state, summed over action dims (Gaussian) or sub-actions (MultiDiscrete)."""
-    ps, qs = dist_p.distribution, dist_q.distribution
-    if isinstance(ps, list) and isinstance(qs, list):  # MultiCategorical: one Categorical per sub-action
-        return th.stack([kl_divergence(p, q) for p, q in zip(ps, qs, strict=True)], dim=-1).sum(dim=-1)
-    assert not isinstance(ps, list) and not isinstance(qs, list)
-    kl = kl_divergence(ps, qs)
-    return kl.sum(dim=-1) if kl.dim() > 1 else kl
-
-
 def _agreement(space: spaces.Space, a_bc: th.Tensor, a: th.Tensor) -> dict[str, float]:
     """Fraction of states whose deterministic actions agree; for Box also the mean absolute difference."""
     if not isinstance(space, spaces.Box):
@@ -226,7 +214,7 @@ def _agreement(space: spaces.Space, a_bc: th.Tensor, a: th.Tensor) -> dict[str, 
 def expert_loglik(policy: ActorCriticPolicy, obs: np.ndarray, actions: np.ndarray) -> float:
     """Mean log-likelihood of the expert's actions under `policy` (summed over action dims)."""
     with th.no_grad():
-        dist = _distribution(policy, obs)
+        dist = action_distribution(policy, obs)
         acts = th.as_tensor(np.asarray(actions), device=policy.device)
         if isinstance(policy.action_space, spaces.Discrete):
             acts = acts.reshape(-1)  # SB3's Categorical wants shape (n,)
@@ -249,7 +237,7 @@ def behaviour_drift(
     metrics: dict[str, float] = {}
     with th.no_grad():
         for probe, obs in probes.items():
-            d_bc, d_cur = _distribution(bc, obs), _distribution(cur, obs)
+            d_bc, d_cur = action_distribution(bc, obs), action_distribution(cur, obs)
             metrics[f"drift/kl/{probe}"] = float(kl_per_state(d_bc, d_cur).double().mean())
             agree = _agreement(cur.action_space, d_bc.mode(), d_cur.mode())
             for key, value in agree.items():
@@ -257,24 +245,6 @@ def behaviour_drift(
     metrics["drift/expert_loglik"] = expert_loglik(cur, expert_obs, expert_actions)
     metrics["drift/expert_loglik_bc"] = expert_loglik(bc, expert_obs, expert_actions)
     return metrics
-
-
-# -------------------------------------------------------------------------------------------- snapshot
-
-
-def snapshot(policy: ActorCriticPolicy) -> ActorCriticPolicy:
-    """A frozen copy in eval mode: a fresh policy of the same class and arguments with the same state dict.
-
-    deepcopy fails on SB3 policies that have run a forward pass, hence the rebuild.
-    """
-    # Building a policy draws its init weights; fork the RNG so a snapshot never shifts later seeded draws.
-    with th.random.fork_rng(devices=[]):
-        copy = type(policy)(**policy._get_constructor_parameters())
-    copy.load_state_dict(policy.state_dict())
-    copy.to(policy.device)
-    copy.set_training_mode(False)
-    copy.requires_grad_(False)
-    return copy
 
 
 # ------------------------------------------------------------------------------------------ checkpoint

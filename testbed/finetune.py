@@ -17,9 +17,9 @@ from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.type_aliases import RolloutBufferSamples
 
 from testbed.anchoring import anchor_columns, anchor_flops
-from testbed.bc import actor_parameters
 from testbed.compute import actor_critic_params, rollout_flops, train_flops
 from testbed.config import RLConfig
+from testbed.policy import actor_parameters
 
 log = logging.getLogger(__name__)
 
@@ -198,9 +198,3 @@ def dip_columns(scores: list[tuple[int, float]]) -> dict[str, float | int | None
             recovered = steps
             break
     return {"rl/dip_min_normalized": lowest, "rl/dip_depth": base - lowest, "rl/dip_steps_to_recover": recovered}
-
-
-@torch.no_grad()
-def copy_policy_weights(src: torch.nn.Module, dst: torch.nn.Module) -> None:
-    """The BC -> PPO handoff: a plain state-dict copy between policies of the same class and net_arch."""
-    dst.load_state_dict(src.state_dict())

@@ -1,4 +1,5 @@
-"""Build the SB3 PPO agent that the expert, BC and fine-tuning stages all share."""
+"""The SB3 policy and its internals: build the PPO agent the stages share, its actor parameters, clone/snapshot,
+its action distribution and the per-state KL between two of them."""
 
 from __future__ import annotations
 
@@ -6,9 +7,13 @@ import hashlib
 import inspect
 from typing import Any
 
+import numpy as np
 import torch
 from stable_baselines3 import PPO
+from stable_baselines3.common.distributions import Distribution
+from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.vec_env import VecEnv
+from torch.distributions import kl_divergence
 
 from testbed.config import EnvConfig
 
@@ -72,3 +77,60 @@ def params_sha256(policy: torch.nn.Module) -> str:
         digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
         digest.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
     return digest.hexdigest()
+
+
+# ------------------------------------------------------------------------------------------ parameters
+
+
+def actor_parameters(policy: ActorCriticPolicy) -> list[torch.nn.Parameter]:
+    """The parameters BC trains: actor body, action head and (continuous) log_std; never the critic."""
+    params = list(policy.mlp_extractor.policy_net.parameters()) + list(policy.action_net.parameters())
+    if isinstance(getattr(policy, "log_std", None), torch.nn.Parameter):
+        params.append(policy.log_std)
+    params += list(policy.pi_features_extractor.parameters())
+    return params
+
+
+# --------------------------------------------------------------------------------------- clone/snapshot
+
+
+def rebuild(policy: ActorCriticPolicy) -> ActorCriticPolicy:
+    """A fresh policy of `policy`'s class and constructor arguments; its init weights are drawn from torch's RNG.
+
+    The one call of SB3's private `_get_constructor_parameters`.
+    """
+    return type(policy)(**policy._get_constructor_parameters())
+
+
+def snapshot(policy: ActorCriticPolicy) -> ActorCriticPolicy:
+    """A frozen copy in eval mode: a fresh policy of the same class and arguments with the same state dict.
+
+    deepcopy fails on SB3 policies that have run a forward pass, hence the rebuild.
+    """
+    # Building a policy draws its init weights; fork the RNG so a snapshot never shifts later seeded draws.
+    with torch.random.fork_rng(devices=[]):
+        copy = rebuild(policy)
+    copy.load_state_dict(policy.state_dict())
+    copy.to(policy.device)
+    copy.set_training_mode(False)
+    copy.requires_grad_(False)
+    return copy
+
+
+# ------------------------------------------------------------------------------------------ behaviour
+
+
+def action_distribution(policy: ActorCriticPolicy, obs: np.ndarray) -> Distribution:
+    """The policy's action distribution at a batch of raw observations (n, *obs_shape), without gradient."""
+    with torch.no_grad():
+        return policy.get_distribution(policy.obs_to_tensor(obs)[0])
+
+
+def kl_per_state(dist_p: Distribution, dist_q: Distribution) -> torch.Tensor:
+    """KL(p || q) per state, summed over action dims (Gaussian) or sub-actions (MultiDiscrete)."""
+    ps, qs = dist_p.distribution, dist_q.distribution
+    if isinstance(ps, list) and isinstance(qs, list):  # MultiCategorical: one Categorical per sub-action
+        return torch.stack([kl_divergence(p, q) for p, q in zip(ps, qs, strict=True)], dim=-1).sum(dim=-1)
+    assert not isinstance(ps, list) and not isinstance(qs, list)
+    kl = kl_divergence(ps, qs)
+    return kl.sum(dim=-1) if kl.dim() > 1 else kl

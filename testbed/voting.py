@@ -22,7 +22,6 @@ from typing import Any
 import numpy as np
 import torch as th
 from gymnasium import spaces
-from stable_baselines3.common.distributions import Distribution
 from stable_baselines3.common.policies import ActorCriticPolicy
 
 from testbed.bc import train_bc
@@ -30,6 +29,7 @@ from testbed.compute import StageCompute, actor_params, forward_flops, train_flo
 from testbed.config import BCConfig, Config
 from testbed.demonstrations import Demonstrations
 from testbed.evaluate import ActFn, evaluate
+from testbed.policy import action_distribution, rebuild
 
 
 def plurality(votes: np.ndarray, probs: np.ndarray) -> np.ndarray:
@@ -48,11 +48,6 @@ def median_vote(actions: np.ndarray, space: spaces.Box) -> np.ndarray:
     return np.median(np.clip(actions, space.low, space.high), axis=0).astype(space.dtype)
 
 
-def _distribution(policy: ActorCriticPolicy, obs: np.ndarray) -> Distribution:
-    with th.no_grad():
-        return policy.get_distribution(policy.obs_to_tensor(obs)[0])
-
-
 def _check_space(space: spaces.Space) -> None:
     if not isinstance(space, spaces.Discrete | spaces.Box):
         raise ValueError(f"voting supports Discrete and Box action spaces, got {space}")
@@ -64,7 +59,7 @@ def committee_act(members: list[ActorCriticPolicy]) -> ActFn:
     _check_space(space)
 
     def act(obs: np.ndarray) -> np.ndarray:
-        dists = [_distribution(m, obs) for m in members]
+        dists = [action_distribution(m, obs) for m in members]
         modes = np.stack([d.mode().cpu().numpy() for d in dists])
         if isinstance(space, spaces.Box):
             return median_vote(modes, space)
@@ -80,7 +75,7 @@ def samples_act(policy: ActorCriticPolicy, k: int, rng: np.random.Generator) -> 
     _check_space(space)
 
     def act(obs: np.ndarray) -> np.ndarray:
-        dist = _distribution(policy, obs).distribution
+        dist = action_distribution(policy, obs).distribution
         if isinstance(space, spaces.Box):
             loc, scale = dist.mean.cpu().numpy(), dist.stddev.cpu().numpy()  # type: ignore[union-attr]
             return median_vote(loc + scale * rng.standard_normal((k, *loc.shape)), space)
@@ -110,7 +105,7 @@ def train_members(
         s = member_seed(seed, index)
         with th.random.fork_rng(devices=[]):  # a member's init never shifts the job's later draws
             th.manual_seed(s)
-            policy = type(bc)(**bc._get_constructor_parameters())
+            policy = rebuild(bc)
         result = train_bc(policy, demos, cfg, s, progress=False)
         members.append(policy)
         computes.append(StageCompute(samples=result.samples, grad_steps=result.grad_steps,

@@ -10,10 +10,9 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.env_util import make_vec_env
 
 from testbed.anchoring import Anchor, AnchoredPPO, anchor_coef, diagonal_fisher, ewc_penalty, mean_kl
-from testbed.bc import actor_parameters
 from testbed.config import AnchorConfig
-from testbed.drift import snapshot
 from testbed.finetune import dip_columns, set_actor_frozen
+from testbed.policy import actor_parameters, snapshot
 from testbed.validation import validate_job
 from testbed.voting import committee_act, median_vote, plurality, samples_act
 from tests.conftest import make_cfg

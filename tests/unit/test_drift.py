@@ -11,6 +11,7 @@ import torch as th
 from stable_baselines3.common.policies import ActorCriticPolicy
 
 from testbed import drift
+from testbed.policy import snapshot
 
 
 def make_policy(env_id: str, seed: int = 0, noise: float = 0.0) -> ActorCriticPolicy:
@@ -70,7 +71,7 @@ def test_cka_independent_vs_correlated() -> None:
 
 
 def test_weight_drift_identical_is_exactly_zero(cartpole: ActorCriticPolicy) -> None:
-    m = drift.weight_drift(cartpole, drift.snapshot(cartpole))
+    m = drift.weight_drift(cartpole, snapshot(cartpole))
     for key, value in m.items():
         metric = key.rsplit("/", 1)[1]
         expected = {"rel_change": 0.0, "cosine": 1.0, "eff_rank": 0.0}.get(metric, 1.0)  # sparsity -> 1
@@ -83,14 +84,14 @@ def test_weight_drift_identical_is_exactly_zero(cartpole: ActorCriticPolicy) -> 
 
 def test_weight_drift_fresh_log_std_is_defined() -> None:
     policy = make_policy("Pendulum-v1")  # log_std starts at exactly 0
-    m = drift.weight_drift(policy, drift.snapshot(policy))
+    m = drift.weight_drift(policy, snapshot(policy))
     assert m["drift/weights/actor/log_std/rel_change"] == 0.0
     assert m["drift/weights/actor/log_std/cosine"] == 1.0
     assert "drift/weights/actor/log_std/eff_rank" not in m
 
 
 def test_perturbing_one_layer_moves_only_that_layer(cartpole: ActorCriticPolicy) -> None:
-    bc, cur = cartpole, drift.snapshot(cartpole)
+    bc, cur = cartpole, snapshot(cartpole)
     with th.no_grad():
         linear(cur.mlp_extractor.policy_net, 2).weight.add_(0.1)
     m = drift.weight_drift(bc, cur)
@@ -102,7 +103,7 @@ def test_perturbing_one_layer_moves_only_that_layer(cartpole: ActorCriticPolicy)
 
 
 def test_rank_two_update_has_effective_rank_two(cartpole: ActorCriticPolicy) -> None:
-    cur = drift.snapshot(cartpole)
+    cur = snapshot(cartpole)
     layer = linear(cur.mlp_extractor.policy_net, 2).weight
     gen = th.Generator().manual_seed(0)
     u, _ = th.linalg.qr(th.randn(layer.shape[0], 2, generator=gen))
@@ -119,7 +120,7 @@ def test_effective_rank_known_matrices() -> None:
 
 
 def test_sparse_update_gives_exact_sparsity(cartpole: ActorCriticPolicy) -> None:
-    cur = drift.snapshot(cartpole)
+    cur = snapshot(cartpole)
     weight = linear(cur.mlp_extractor.value_net, 0).weight
     n = weight.numel() + linear(cur.mlp_extractor.value_net, 0).bias.numel()
     k = 37
@@ -132,7 +133,7 @@ def test_sparse_update_gives_exact_sparsity(cartpole: ActorCriticPolicy) -> None
 
 
 def test_layer_table_has_one_row_per_layer(cartpole: ActorCriticPolicy) -> None:
-    rows = drift.layer_table(drift.weight_drift(cartpole, drift.snapshot(cartpole)))
+    rows = drift.layer_table(drift.weight_drift(cartpole, snapshot(cartpole)))
     layers = [r["layer"] for r in rows]
     assert layers == [
         "actor/policy_net.0", "actor/policy_net.2", "critic/value_net.0", "critic/value_net.2",
@@ -150,7 +151,7 @@ def test_snapshot_is_frozen_exact_and_leaves_rng_alone(cartpole: ActorCriticPoli
     obs = sample_obs("CartPole-v1", 8)
     cartpole.predict(obs)  # a forward pass is what breaks copy.deepcopy
     th.manual_seed(5)
-    copy = drift.snapshot(cartpole)
+    copy = snapshot(cartpole)
     after = th.rand(1)
     th.manual_seed(5)
     assert th.equal(after, th.rand(1))
@@ -169,7 +170,7 @@ def test_hidden_activations_and_cka_of_snapshot(cartpole: ActorCriticPolicy) -> 
     assert acts["policy_net.3"].shape == (64, 64)
     expected = th.tanh(linear(cartpole.mlp_extractor.policy_net, 0)(th.as_tensor(obs))).detach().numpy()
     np.testing.assert_allclose(acts["policy_net.1"], expected, rtol=1e-6)
-    m = drift.representation_drift(cartpole, drift.snapshot(cartpole), {"demo": obs, "visited": obs[:32]})
+    m = drift.representation_drift(cartpole, snapshot(cartpole), {"demo": obs, "visited": obs[:32]})
     assert set(m) == {f"drift/cka/{p}/policy_net.{i}" for p in ("demo", "visited") for i in (1, 3)}
     assert all(v == pytest.approx(1.0, abs=1e-9) for v in m.values())
     other = drift.representation_drift(cartpole, make_policy("CartPole-v1", seed=3, noise=0.3), {"demo": obs})
@@ -182,7 +183,7 @@ def test_hidden_activations_and_cka_of_snapshot(cartpole: ActorCriticPolicy) -> 
 def test_behaviour_of_snapshot_is_exactly_unchanged(cartpole: ActorCriticPolicy) -> None:
     obs = sample_obs("CartPole-v1", 64)
     actions = np.random.default_rng(0).integers(0, 2, size=64)
-    m = drift.behaviour_drift(cartpole, drift.snapshot(cartpole), {"demo": obs}, obs, actions)
+    m = drift.behaviour_drift(cartpole, snapshot(cartpole), {"demo": obs}, obs, actions)
     assert m["drift/kl/demo"] == 0.0
     assert m["drift/agreement/demo"] == 1.0
     assert m["drift/expert_loglik"] == m["drift/expert_loglik_bc"]

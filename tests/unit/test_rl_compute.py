@@ -13,10 +13,9 @@ from stable_baselines3 import PPO
 from testbed.anchoring import AnchoredPPO, anchor_flops, attach_anchor
 from testbed.compute import actor_critic_params, rollout_flops, train_flops
 from testbed.config import AnchorConfig
-from testbed.drift import snapshot
 from testbed.envs import make_vec_env
 from testbed.finetune import finetune
-from testbed.policy import build_ppo
+from testbed.policy import build_ppo, snapshot
 from tests.conftest import make_cfg
 
 # The truncated last minibatch is the point of BATCH, so SB3's warning about it is expected.
