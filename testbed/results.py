@@ -1,5 +1,6 @@
-"""The job's results.json (the source of truth): schema, atomic updates, and the closing table; the job folder's
-files: claimed by one job, written whole or not at all."""
+"""The job's results.json (the source of truth) and its only writer: what each stage returns -> one `record_*`
+method per stage -> atomic rewrites, then the closing table; the job folder's files: claimed by one job, written
+whole or not at all."""
 
 from __future__ import annotations
 
@@ -8,14 +9,21 @@ import os
 import platform
 import tempfile
 import traceback
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from testbed.cache import CacheError, atomic_write_json, content_hash, read_json
+
+if TYPE_CHECKING:  # types only: reading results (analysis, report) need not import torch
+    from testbed.bc import BCResult
+    from testbed.compute import StageCompute
+    from testbed.demonstrations import Demonstrations
+    from testbed.expert import Expert
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +35,28 @@ _NOT_HASHED = ("logger", "output_dir", "progress", "cache_dir", "torch_threads")
 RERUNNABLE = ("failed", "interrupted")
 # results.json `error.message` of a job stopped by Ctrl-C (Python's KeyboardInterrupt carries none).
 INTERRUPTED = "interrupted by the user (Ctrl-C / SIGINT)"
+# results.json's top-level keys, in the order written; README.md's `results.json` table lists the same (a test
+# compares them). OPTIONAL_KEYS appear only in jobs that run their stage: `voting` with `voting.enabled`.
+TOP_LEVEL_KEYS = (
+    "schema_version",
+    "status",
+    "run_name",
+    "env_id",
+    "variant",
+    "seed",
+    "config_hash",
+    "config",
+    "versions",
+    "started_at",
+    "finished_at",
+    "artifacts",
+    "references",
+    "bc",
+    "checkpoints",
+    "timings",
+    "error",
+)
+OPTIONAL_KEYS = ("voting",)
 
 
 def config_hash(cfg: DictConfig) -> str:
@@ -50,13 +80,70 @@ def run_name(cfg: DictConfig) -> str:
     return f"{cfg.env.name}-{cfg.variant}-s{cfg.seed}"
 
 
+@dataclass(frozen=True)
+class Artifact:
+    """A file a stage wrote into the job folder."""
+
+    path: Path
+    sha256: str  # of the file's bytes
+
+    def as_dict(self) -> dict[str, str]:
+        return {"path": str(self.path), "sha256": self.sha256}
+
+
+@dataclass(frozen=True)
+class ExpertStage:
+    """What the expert stage returns: the expert and the normalized score's references."""
+
+    expert: Expert
+    references: dict[str, float]  # random_return(_std), expert_return(_std) on the evaluation episodes, ...
+    wall_s: float  # getting the expert (trained or cached) plus measuring the references
+
+
+@dataclass(frozen=True)
+class DemosStage:
+    """What the demonstrations stage returns."""
+
+    demos: Demonstrations
+    wall_s: float
+
+
+@dataclass(frozen=True)
+class BCStage:
+    """What behaviour cloning returns (no BC stage at all for RL from scratch)."""
+
+    result: BCResult  # its wall_s is the stage's
+    policy: Artifact  # the BC policy's state dict, bc_policy.pt
+    compute: StageCompute  # the checkpoint rows' `compute/bc/*`
+
+
+@dataclass(frozen=True)
+class VotingStage:
+    """What sampling-and-voting at the BC policy returns (`voting.enabled`)."""
+
+    rows: list[dict[str, Any]]  # one per K in voting.ks: voting/*, eval/*, compute/voting/*
+    wall_s: float
+
+
+@dataclass(frozen=True)
+class RLStage:
+    """What PPO fine-tuning returns; its checkpoint rows went to `ResultsFile.add_checkpoint` as they came."""
+
+    final_policy: Artifact  # the model at the largest budget, final_model.zip
+    wall_s: float  # all of PPO, evaluation and drift at every checkpoint included
+
+
 class ResultsFile:
-    """results.json of one job, rewritten atomically at each stage so a killed job never looks complete."""
+    """results.json of one job, rewritten atomically at each stage so a killed job never looks complete.
+
+    Its one writer: each stage's result goes in through one method, which writes the file.
+    """
 
     def __init__(self, folder: Path, cfg: DictConfig):
         self.path = Path(folder) / RESULTS_FILE
         claim_results(self.path, config_hash(cfg))
-        self.data: dict[str, Any] = {
+        # Every key of TOP_LEVEL_KEYS, in its order; those not set here start as null.
+        self.data: dict[str, Any] = dict.fromkeys(TOP_LEVEL_KEYS) | {
             "schema_version": SCHEMA_VERSION,
             "status": "running",
             "run_name": run_name(cfg),
@@ -67,26 +154,60 @@ class ResultsFile:
             "config": OmegaConf.to_container(cfg, resolve=True),
             "versions": run_versions(),
             "started_at": _now(),
-            "finished_at": None,
             "artifacts": {},
             "references": {},
-            "bc": None,
             "checkpoints": [],
             "timings": {},
-            "error": None,
         }
         self.write()
 
-    def update(self, **fields: Any) -> None:
-        self.data.update(fields)
+    def record_expert(self, stage: ExpertStage) -> None:
+        expert = stage.expert
+        self.data["timings"]["expert_s"] = stage.wall_s
+        self.data["artifacts"]["expert"] = {"path": str(expert.path), "sha256": expert.sha256,
+                                            "params_sha256": expert.params_sha256, "source": expert.source,
+                                            "check_return": expert.return_mean}
+        self.data["references"] = stage.references
+        self.write()
+
+    def record_demos(self, stage: DemosStage) -> None:
+        demos = stage.demos
+        self.data["timings"]["demos_s"] = stage.wall_s
+        self.data["artifacts"]["demos"] = {"path": str(demos.path), "sha256": demos.sha256,
+                                           "episodes": demos.n_episodes, "transitions": demos.n_transitions,
+                                           "mean_return": demos.mean_return}
+        self.write()
+
+    def record_bc(self, stage: BCStage) -> None:
+        bc = stage.result
+        self.data["artifacts"]["bc_policy"] = stage.policy.as_dict()
+        self.data["timings"]["bc_s"] = bc.wall_s
+        # `train_loss` and `val_loss` hold NLLs (BCResult's train_nll, val_nll); the keys stay for readers.
+        self.data["bc"] = {"samples": bc.samples, "grad_steps": bc.grad_steps,
+                           "train_transitions": bc.train_transitions, "val_transitions": bc.val_transitions,
+                           "train_loss": bc.train_nll, "val_loss": bc.val_nll, "val_agreement": bc.val_agreement,
+                           "wall_s": bc.wall_s, "curve": bc.curve}
+        self.write()
+
+    def record_voting(self, stage: VotingStage) -> None:
+        self.data["timings"]["voting_s"] = stage.wall_s
+        self.data["voting"] = stage.rows
         self.write()
 
     def add_checkpoint(self, row: dict[str, Any]) -> None:
         self.data["checkpoints"].append(row)
         self.write()
 
-    def complete(self) -> None:
-        self.update(status="complete", finished_at=_now())
+    def record_rl(self, stage: RLStage) -> None:
+        self.data["timings"]["rl_total_s"] = stage.wall_s
+        self.data["artifacts"]["final_policy"] = stage.final_policy.as_dict()
+        self.write()
+
+    def complete(self, tracking_s: float) -> None:
+        """Mark the job complete; `tracking_s` is the wall time spent on tracking (wandb)."""
+        self.data["timings"]["tracking_s"] = tracking_s
+        self.data.update(status="complete", finished_at=_now())
+        self.write()
 
     def fail(self, exc: BaseException) -> None:
         """Record why the job stopped: `interrupted` for KeyboardInterrupt (Ctrl-C, SIGTERM), else `failed`."""
