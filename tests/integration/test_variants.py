@@ -53,11 +53,11 @@ PINNING_COEF = {"bc_kl": 1000, "kickstart": 1000, "ewc": 1e6}
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_an_anchor_at_a_huge_coefficient_keeps_the_policy_at_bc(fast_cfg, plain: dict[str, Any], kind: str) -> None:  # type: ignore[no-untyped-def]
-    """The known answer at the limit: the anchor pins the actor, so behaviour and weights barely move.
-
-    Measured on seed 0 (debug=fast): KL to BC 2e-7 / 9e-6 / 2e-8 (plain 0.17), actor change 0.004 / 0.002 / 0.0001
-    (plain 0.056). Whether anchoring at a useful coefficient lowers drift while still gaining is a claim about
-    learning, tested over seeds in experiments/anchoring.md, not here.
+    """The known answer at the limit: the anchor pins what it penalizes. The KL anchors pin behaviour (KL to BC
+    ~1e-7 against plain's 1e-2); EWC pins the weights themselves (relative change ~1e-4). Adam may still move
+    weights the KL anchors are blind to, so their weight change is not asserted. Whether anchoring at a useful
+    coefficient lowers drift while still gaining is a claim about learning, tested over seeds in
+    experiments/anchoring.md, not here.
     """
     data = run(fast_cfg(f"rl.anchor.kind={kind}", f"rl.anchor.coef={PINNING_COEF[kind]}", f"variant={kind}"))
     last, plain_last = data["checkpoints"][-1], plain["checkpoints"][-1]
@@ -65,8 +65,9 @@ def test_an_anchor_at_a_huge_coefficient_keeps_the_policy_at_bc(fast_cfg, plain:
     change, change_plain = last["drift/weights/actor/rel_change"], plain_last["drift/weights/actor/rel_change"]
     print({"kl": kl, "kl_plain": kl_plain, "rel_change": change, "rel_change_plain": change_plain})
     assert kl < 1e-4 and kl < kl_plain / 100, (kl, kl_plain)
-    assert change < change_plain / 4, (change, change_plain)
     assert last["drift/agreement/demo"] >= 0.99
+    if kind == "ewc":
+        assert change < 1e-3 and change < change_plain / 10, (change, change_plain)
 
 
 def test_rl_from_scratch_is_a_first_class_variant(fast_cfg) -> None:  # type: ignore[no-untyped-def]
