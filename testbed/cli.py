@@ -129,8 +129,8 @@ def record_failure(cfg: DictConfig, exc: Exception) -> None:
 
 
 def report_main() -> None:
-    """`testbed-report SWEEP_FOLDER...`: the report of one or more sweeps (testbed/report.py)."""
-    from testbed.report import main as report
+    """`testbed-report SWEEP_FOLDER...`: the report of one or more sweeps (testbed/report/__main__.py)."""
+    from testbed.report.__main__ import main as report
 
     raise SystemExit(report())
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,7 @@ import pytest
 
 from testbed import analysis, report
 from testbed.cache import content_hash
+from testbed.report.tables import _ceg_table, _gain_text, headline
 from testbed.results import _NOT_HASHED
 
 C0 = 1e8  # BC FLOPs of the smallest BC configuration
@@ -133,19 +136,19 @@ def test_the_bc_start_is_marked_as_the_start_not_reported_as_a_gain(result: anal
     assert start["start"] and np.isnan([start[c] for c in gains]).all()
     assert start["score"] == pytest.approx(bc_curve(4 * C0))  # its capability is still there
     assert not result.ceg.loc[result.ceg["rl_steps"] > 0, "start"].any()
-    assert report._gain_text(result.ceg[result.ceg["rl_steps"] == 0].iloc[0], "ceg") == "start"
-    _, _, table = report._ceg_table(result)
+    assert _gain_text(result.ceg[result.ceg["rl_steps"] == 0].iloc[0], "ceg") == "start"
+    _, _, table = _ceg_table(result)
     shown = table.set_index("RL steps")
     assert (shown.loc[0, ["CEG [95% CI]", "cost-charged [95% CI]", "DEG [95% CI]"]] == "start").all()
     assert shown.loc[1000, "CEG [95% CI]"].startswith("4 [")
-    assert all(row["rl_steps"] > 0 for row in report.headline(result))
+    assert all(row["rl_steps"] > 0 for row in headline(result))
 
 
 def test_point_above_the_frontier_is_a_lower_bound(result: analysis.Analysis) -> None:
     row = ceg_row(result, 5000)
     assert row["ceg_censor"] == 1 and row["ceg_ci_high_censored"]
     assert row["ceg"] == pytest.approx(128 / 4)  # the largest BC compute over C_BC, not an extrapolation
-    text = report._gain_text(result.ceg[result.ceg["rl_steps"] == 5000].iloc[0], "ceg")
+    text = _gain_text(result.ceg[result.ceg["rl_steps"] == 5000].iloc[0], "ceg")
     assert text.startswith(">= 32")
 
 
@@ -267,3 +270,13 @@ def test_report_says_which_demonstrations_each_seed_used(tmp_path: Path, demos_s
     mode = "per_seed" if "each seed" in statement else "fixed"
     assert summary["demonstrations"]["synth"] == {"mode": mode, "fixed_seeds": [] if mode == "per_seed" else [7],
                                                   "statement": statement}
+
+
+def test_importing_the_analysis_and_the_report_leaves_matplotlibs_backend_alone(tmp_path: Path) -> None:
+    """A notebook's backend survives `import testbed.report`; only the report's CLI switches to Agg, to draw."""
+    code = ("import sys, matplotlib; matplotlib.use('svg'); import testbed.analysis, testbed.report, "
+            "testbed.report.figures, testbed.report.__main__ as cli; print(matplotlib.get_backend().lower()); "
+            "code = cli.main([sys.argv[1], '--no-wandb']); print(code, matplotlib.get_backend().lower())")
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split("\n")[:2] == ["svg", "2 agg"]  # 2: an empty folder, nothing to report

@@ -8,21 +8,40 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[2] / "testbed"
 
 
+def module_name(path: Path) -> str:
+    """testbed/expert.py -> expert; testbed/analysis/load.py -> analysis.load; a package's __init__ -> its name."""
+    parts = path.relative_to(PACKAGE).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def runtime_imports(tree: ast.AST) -> list[ast.stmt]:
+    """Import statements anywhere in the module (function-level too), except under `if TYPE_CHECKING:`."""
+    skipped = {
+        id(node)
+        for block in ast.walk(tree)
+        if isinstance(block, ast.If) and ast.unparse(block.test).endswith("TYPE_CHECKING")
+        for node in ast.walk(block)
+    }
+    return [n for n in ast.walk(tree) if isinstance(n, ast.Import | ast.ImportFrom) and id(n) not in skipped]
+
+
 def imports(path: Path, modules: set[str]) -> set[str]:
-    """The testbed modules `path` imports anywhere in it (function-level imports too)."""
+    """The testbed modules `path` imports at run time."""
     found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in runtime_imports(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "testbed":
-            parts = node.module.split(".")
-            found |= {parts[1]} if len(parts) > 1 else {a.name for a in node.names if a.name in modules}
+            base = node.module.removeprefix("testbed").lstrip(".")
+            names = {f"{base}.{a.name}".lstrip(".") for a in node.names}
+            found |= (names & modules) or {base}
         elif isinstance(node, ast.Import):
-            found |= {a.name.split(".")[1] for a in node.names if a.name.startswith("testbed.")}
+            found |= {a.name.removeprefix("testbed.") for a in node.names if a.name.startswith("testbed.")}
     return found & modules
 
 
 def import_graph() -> dict[str, set[str]]:
-    modules = {p.stem for p in PACKAGE.glob("*.py")}
-    return {p.stem: imports(p, modules) - {p.stem} for p in PACKAGE.glob("*.py")}
+    paths = sorted(PACKAGE.rglob("*.py"))
+    modules = {module_name(p) for p in paths}
+    return {module_name(p): imports(p, modules) - {module_name(p)} for p in paths}
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -46,6 +65,12 @@ def test_no_import_loop() -> None:
 
 def test_config_imports_nothing_of_the_testbed() -> None:
     assert import_graph()["config"] == set()
+
+
+def test_the_graph_sees_packages() -> None:
+    graph = import_graph()
+    assert {"analysis", "analysis.frontier", "report", "report.figures"} <= set(graph)
+    assert "analysis" in graph["report"] or any(m.startswith("analysis") for m in graph["report"])
 
 
 def test_the_cycle_finder_finds_a_loop() -> None:

@@ -1,0 +1,75 @@
+"""Sweep folders -> the report: `build()` loads and analyses them (testbed.analysis) and writes the figures
+(figures.py), the tables (tables.py), the HTML and Markdown pages (pages.py) and summary.json.
+
+`python -m testbed.report SWEEP_FOLDER...` is its command line, with the report's wandb run (__main__.py).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from testbed import analysis
+from testbed.analysis import METRIC
+from testbed.report.figures import FIGURES, _save
+from testbed.report.pages import _summary, render_html, render_markdown
+from testbed.report.tables import _plain, _raw_tables, demonstrations, display_tables, headline
+
+__all__ = ["FIGURES", "NothingToReport", "Report", "build", "demonstrations", "display_tables", "headline",
+           "render_html", "render_markdown"]
+
+
+@dataclass
+class Report:
+    """What a report wrote: its folder, pages, figure files and tables."""
+
+    out: Path
+    figures: dict[str, Path] = field(default_factory=dict)  # figure name -> PNG
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)  # table name -> the numbers (raw)
+    headline: list[dict[str, Any]] = field(default_factory=list)  # one row per BC+RL cell at its largest budget
+    demonstrations: dict[str, dict[str, Any]] = field(default_factory=dict)  # env -> which sets seeds cloned
+
+    @property
+    def html(self) -> Path:
+        return self.out / "index.html"
+
+    @property
+    def markdown(self) -> Path:
+        return self.out / "report.md"
+
+
+class NothingToReport(Exception):
+    """The folders hold no job at all (a wrong path?)."""
+
+
+def build(folders: Sequence[str | Path], out: str | Path | None = None, metric: str = METRIC,
+          n_resamples: int = analysis.N_RESAMPLES, figures: Sequence[str] | None = None) -> Report:
+    """Load the sweep folders, analyse them and write the report (`figures`: names in FIGURES, default all)."""
+    roots = [Path(f) for f in folders]
+    sweep = analysis.load(roots)
+    if sweep.jobs.empty:
+        raise NothingToReport(f"no results.json and no job folders under {', '.join(map(str, roots))}")
+    result = analysis.analyse(sweep, metric, n_resamples)
+    report = Report(out=Path(out) if out else roots[0] / "report")
+    (report.out / "tables").mkdir(parents=True, exist_ok=True)
+    report.tables = _raw_tables(result)
+    report.headline = headline(result)
+    report.demonstrations = demonstrations(result)
+    for env in sorted(result.capability["env"].unique()) if not result.capability.empty else []:
+        for name, draw in FIGURES.items():
+            if figures is not None and name not in figures:
+                continue
+            fig = draw(result, env)
+            if fig is not None:
+                report.figures[f"{env}_{name}"] = _save(fig, report.out / f"{env}_{name}.png")
+    for name, table in report.tables.items():
+        _plain(table).to_csv(report.out / "tables" / f"{name}.csv", index=False)
+    (report.out / "summary.json").write_text(json.dumps(_summary(roots, result, report), indent=2, default=str))
+    report.html.write_text(render_html(roots, result, report))
+    report.markdown.write_text(render_markdown(roots, result, report))
+    return report
