@@ -10,7 +10,7 @@ import logging
 import os
 import shutil
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +34,9 @@ from testbed.envs import DEMO_SEED_BASE, env_key_fields, full_observation, hidde
 from testbed.expert import Expert, weaker_expert
 
 log = logging.getLogger(__name__)
+
+# Minari's per-episode fields, in the order a step produces them (observations hold one more: the reset).
+FIELDS = ("observations", "actions", "rewards", "terminations", "truncations")
 
 
 class DatasetError(ValueError):
@@ -171,33 +174,36 @@ def collect_episodes(
     hidden = hidden_indices(env_cfg)  # ... and the dataset keeps what the learner sees
     rng = np.random.default_rng(d.seed if stream == 0 else [d.seed, stream])
     env.action_space.seed(d.seed if stream == 0 else int(rng.integers(2**31)))
-    out = []
-    for i in range(first, first + n):
-        seed = DEMO_SEED_BASE + 10_000 * d.seed + i
-        obs, _ = env.reset(seed=seed)
-        ep: dict[str, list] = {
-            "observations": [mask_observation(obs, hidden)],
-            "actions": [],
-            "rewards": [],
-            "terminations": [],
-            "truncations": [],
-        }
-        done = False
-        while not done:
-            action, _ = expert.model.predict(obs, deterministic=d.deterministic)
-            if rng.random() < epsilon:
-                action = env.action_space.sample()
-            obs, reward, terminated, truncated, _ = env.step(action)
-            for name, value in zip(
-                ("observations", "actions", "rewards", "terminations", "truncations"),
-                (mask_observation(obs, hidden), action, reward, terminated, truncated),
-                strict=True,
-            ):
-                ep[name].append(value)
-            done = terminated or truncated
-        out.append({k: np.asarray(v) for k, v in ep.items()} | {"seed": np.asarray(seed)})
+
+    def choose(obs: np.ndarray) -> np.ndarray:
+        action, _ = expert.model.predict(obs, deterministic=d.deterministic)
+        return env.action_space.sample() if rng.random() < epsilon else action
+
+    seeds = [DEMO_SEED_BASE + 10_000 * d.seed + i for i in range(first, first + n)]
+    out = [record_episode(env, choose, seed, observe=lambda obs: mask_observation(obs, hidden)) for seed in seeds]
     env.close()
     return out
+
+
+def record_episode(
+    env: gym.Env,
+    choose: Callable[[np.ndarray], Any],
+    seed: int,
+    observe: Callable[[np.ndarray], np.ndarray] = np.asarray,
+) -> dict[str, np.ndarray]:
+    """One episode from reset(seed) in Minari's fields (FIELDS), plus its seed; `choose` acts on the full
+    observation, `observe` is what the dataset keeps of each observation."""
+    obs, _ = env.reset(seed=seed)
+    ep: dict[str, list] = {name: [] for name in FIELDS}
+    ep["observations"].append(observe(obs))
+    done = False
+    while not done:
+        action = choose(obs)
+        obs, reward, terminated, truncated, _ = env.step(action)
+        for name, value in zip(FIELDS, (observe(obs), action, reward, terminated, truncated), strict=True):
+            ep[name].append(value)
+        done = terminated or truncated
+    return {k: np.asarray(v) for k, v in ep.items()} | {"seed": np.asarray(seed)}
 
 
 @contextmanager
@@ -292,7 +298,7 @@ def load_dataset(folder: Path, env_cfg: EnvConfig) -> Demonstrations:
     arrays = [_episode_arrays(ep) for ep in episodes]
     check_episodes(arrays, env.observation_space, env.action_space, folder / "data" / "main_data.hdf5")
     starts = np.cumsum([0] + [len(a["actions"]) for a in arrays[:-1]])
-    cat = {k: np.concatenate([a[k] for a in arrays]) for k in ("actions", "rewards", "terminations", "truncations")}
+    cat = {k: np.concatenate([a[k] for a in arrays]) for k in FIELDS[1:]}
     return Demonstrations(
         observations=np.concatenate([a["observations"][:-1] for a in arrays]),
         actions=cat["actions"],
@@ -309,9 +315,7 @@ def load_dataset(folder: Path, env_cfg: EnvConfig) -> Demonstrations:
 
 
 def _episode_arrays(ep: object) -> dict[str, np.ndarray]:
-    return {
-        k: np.asarray(getattr(ep, k)) for k in ("observations", "actions", "rewards", "terminations", "truncations")
-    }
+    return {k: np.asarray(getattr(ep, k)) for k in FIELDS}
 
 
 def check_episodes(

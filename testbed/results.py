@@ -162,21 +162,22 @@ class ResultsFile:
         self.write()
 
     def record_expert(self, stage: ExpertStage) -> None:
-        expert = stage.expert
-        self.data["timings"]["expert_s"] = stage.wall_s
-        self.data["artifacts"]["expert"] = {"path": str(expert.path), "sha256": expert.sha256,
-                                            "params_sha256": expert.params_sha256, "source": expert.source,
-                                            "check_return": expert.return_mean}
+        e = stage.expert
+        self._stage("expert", stage.wall_s, path=str(e.path), sha256=e.sha256, params_sha256=e.params_sha256,
+                    source=e.source, check_return=e.return_mean)
         self.data["references"] = stage.references
         self.write()
 
     def record_demos(self, stage: DemosStage) -> None:
-        demos = stage.demos
-        self.data["timings"]["demos_s"] = stage.wall_s
-        self.data["artifacts"]["demos"] = {"path": str(demos.path), "sha256": demos.sha256,
-                                           "episodes": demos.n_episodes, "transitions": demos.n_transitions,
-                                           "mean_return": demos.mean_return}
+        d = stage.demos
+        self._stage("demos", stage.wall_s, path=str(d.path), sha256=d.sha256, episodes=d.n_episodes,
+                    transitions=d.n_transitions, mean_return=d.mean_return)
         self.write()
+
+    def _stage(self, name: str, wall_s: float, **artifact: Any) -> None:
+        """A stage's wall time (timings.<name>_s) and its artifact (artifacts.<name>)."""
+        self.data["timings"][f"{name}_s"] = wall_s
+        self.data["artifacts"][name] = artifact
 
     def record_bc(self, stage: BCStage) -> None:
         bc = stage.result

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -44,3 +46,13 @@ def fast_cfg(cache_dir: Path, tmp_path: Path):  # type: ignore[no-untyped-def]
         )
 
     return factory
+
+
+@pytest.fixture
+def umask_022() -> Iterator[None]:
+    """Files made during the test see umask 022, as on most machines; the old umask comes back after."""
+    old = os.umask(0o022)
+    try:
+        yield
+    finally:
+        os.umask(old)

@@ -7,10 +7,9 @@ it may damage that cache freely.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import cast
 
@@ -187,15 +186,6 @@ def test_stale_staging_is_removed_and_the_job_completes(cfg: CfgFactory, cache: 
 
 
 # 5. Files and folders the cache and results writers create follow the umask, as open() and mkdir() would.
-
-
-@pytest.fixture
-def umask_022() -> Iterator[None]:
-    old = os.umask(0o022)
-    try:
-        yield
-    finally:
-        os.umask(old)
 
 
 def test_job_files_follow_the_umask(cfg: CfgFactory, cache: Path, tmp_path: Path, umask_022: None) -> None:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import stat
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -53,15 +51,6 @@ def test_a_lock_holder_removes_stale_staging_of_its_own_target_only(tmp_path: Pa
         pass
     assert not [p for p in stale if p.exists()]
     assert all(p.exists() for p in others)
-
-
-@pytest.fixture
-def umask_022() -> Iterator[None]:
-    old = os.umask(0o022)
-    try:
-        yield
-    finally:
-        os.umask(old)
 
 
 def mode(path: Path) -> int:

@@ -10,7 +10,7 @@ import pytest
 
 from testbed.cache import CacheError
 from testbed.config import EnvConfig
-from testbed.demonstrations import DatasetError, check_episodes, load_dataset, write_dataset
+from testbed.demonstrations import DatasetError, check_episodes, load_dataset, record_episode, write_dataset
 from testbed.envs import make_env
 
 ENV = EnvConfig(id="CartPole-v1", name="cartpole", reference_return=475.0)
@@ -19,29 +19,7 @@ ENV = EnvConfig(id="CartPole-v1", name="cartpole", reference_return=475.0)
 def random_episodes(n: int, seed: int = 0) -> list[dict[str, np.ndarray]]:
     env = make_env(ENV)
     env.action_space.seed(seed)
-    episodes = []
-    for i in range(n):
-        obs, _ = env.reset(seed=seed + i)
-        ep: dict[str, list] = {
-            "observations": [obs],
-            "actions": [],
-            "rewards": [],
-            "terminations": [],
-            "truncations": [],
-        }
-        done = False
-        while not done:
-            a = env.action_space.sample()
-            obs, r, term, trunc, _ = env.step(a)
-            for k, v in zip(
-                ("observations", "actions", "rewards", "terminations", "truncations"),
-                (obs, a, r, term, trunc),
-                strict=True,
-            ):
-                ep[k].append(v)
-            done = term or trunc
-        episodes.append({k: np.asarray(v) for k, v in ep.items()} | {"seed": np.asarray(seed + i)})
-    return episodes
+    return [record_episode(env, lambda obs: env.action_space.sample(), seed + i) for i in range(n)]
 
 
 def test_round_trip_keeps_every_field(tmp_path: Path) -> None:
