@@ -17,7 +17,7 @@ ENV ?=
 SWEEP ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install lock run test test-fast lint type bench clean report study sweep
+.PHONY: help install lock run test test-fast lint format type check bench clean report study sweep
 
 help:  ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -44,14 +44,22 @@ run: install  ## Run the default experiment (ARGS="key=value ..." for Hydra over
 test: install  ## Run the test suite (fast and slow tiers)
 	$(PY) -m pytest -q $(ARGS)
 
+check: lint type test  ## What CI runs: lint, format check, type check, then the tests
+
 test-fast: install  ## Run only the fast tier
 	$(PY) -m pytest -q -m "not slow" $(ARGS)
 
-lint: install  ## ruff
-	$(VENV)/bin/ruff check testbed tests
+PY_SOURCES := testbed tests benchmarks experiments hydra_plugins
 
-type: install  ## mypy
-	$(VENV)/bin/mypy testbed
+lint: install  ## ruff: lint and format check over every Python file
+	$(VENV)/bin/ruff check $(PY_SOURCES)
+	$(VENV)/bin/ruff format --check $(PY_SOURCES)
+
+format: install  ## ruff format every Python file
+	$(VENV)/bin/ruff format $(PY_SOURCES)
+
+type: install  ## mypy over every Python file
+	$(VENV)/bin/mypy $(PY_SOURCES)
 
 bench: install  ## Benchmarks: ratios against a baseline measured in the same run
 	$(PY) -m benchmarks.run $(ARGS)

@@ -47,13 +47,21 @@ def nlls(policy: Any, heldout: list[tuple[torch.Tensor, torch.Tensor]]) -> list[
     return [float(nll_and_entropy(policy, obs, actions)[0]) for obs, actions in heldout]
 
 
-def naive_bc(policy: Any, data: tuple[torch.Tensor, torch.Tensor], steps: int, lr: float, seed: int,
-             read_at_s: float, heldout: list[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, Any]:
+def naive_bc(
+    policy: Any,
+    data: tuple[torch.Tensor, torch.Tensor],
+    steps: int,
+    lr: float,
+    seed: int,
+    read_at_s: float,
+    heldout: list[tuple[torch.Tensor, torch.Tensor]],
+) -> dict[str, Any]:
     """The textbook loop: DataLoader over a TensorDataset, batch 256, reshuffled every epoch, loss through SB3's
     distribution classes, Adam on the actor's parameters. Held-out NLLs are read (off the clock) once the loop
     has trained for `read_at_s` seconds."""
-    loader = DataLoader(TensorDataset(*data), batch_size=NAIVE_BATCH, shuffle=True,
-                        generator=torch.Generator().manual_seed(seed))
+    loader = DataLoader(
+        TensorDataset(*data), batch_size=NAIVE_BATCH, shuffle=True, generator=torch.Generator().manual_seed(seed)
+    )
     optimizer = torch.optim.Adam(actor_parameters(policy), lr=lr)
     epochs = (batch for _ in itertools.count() for batch in loader)  # endless, reshuffled every epoch
     seconds, samples, at_time = 0.0, 0, None
@@ -68,8 +76,12 @@ def naive_bc(policy: Any, data: tuple[torch.Tensor, torch.Tensor], steps: int, l
         if at_time is None and seconds >= read_at_s:
             at_time = nlls(policy, heldout)
     # A loop that finished all its steps within ours' wall time is read at its end.
-    return {"seconds": seconds, "samples": samples, "nll_same_time": at_time or nlls(policy, heldout),
-            "nll_same_steps": nlls(policy, heldout)}
+    return {
+        "seconds": seconds,
+        "samples": samples,
+        "nll_same_time": at_time or nlls(policy, heldout),
+        "nll_same_steps": nlls(policy, heldout),
+    }
 
 
 def new_policy(cfg: Config, seed: int) -> Any:
@@ -92,8 +104,9 @@ def main(*overrides: str) -> dict[str, Any]:
         obs, actions = to_tensors(naive, demos)
         train_idx, val_idx = split(len(actions), cfg.bc.val_fraction, seed)  # the split train_bc used
         heldout = [(obs[val_idx], actions[val_idx]), to_tensors(naive, fresh)]
-        run = naive_bc(naive, (obs[train_idx], actions[train_idx]), result.grad_steps, cfg.bc.lr, seed,
-                       result.wall_s, heldout)
+        run = naive_bc(
+            naive, (obs[train_idx], actions[train_idx]), result.grad_steps, cfg.bc.lr, seed, result.wall_s, heldout
+        )
         ours_nll = nlls(ours, heldout)
         for key, value in {
             "ours_wall_s": result.wall_s,
@@ -111,16 +124,28 @@ def main(*overrides: str) -> dict[str, Any]:
     out: dict[str, Any] = {k: round(float(np.mean(v)), 4) for k, v in rows.items()}
     out["speedup"] = round(out["ours_samples_per_s"] / out["naive_samples_per_s"], 2)
     # The target: speedup >= 5 with a mean held-out NLL no worse than the naive loop's after the same wall time.
-    out["no_worse_same_time"] = bool(out["ours_heldout_nll"] <= out["naive_same_time_heldout_nll"]
-                                     and out["ours_fresh_nll"] <= out["naive_same_time_fresh_nll"])
+    out["no_worse_same_time"] = bool(
+        out["ours_heldout_nll"] <= out["naive_same_time_heldout_nll"]
+        and out["ours_fresh_nll"] <= out["naive_same_time_fresh_nll"]
+    )
     # Seeds where ours is no worse than the naive loop after the same wall time, on both held-out sets.
     out["seeds_no_worse_same_time"] = sum(
         o <= n and of <= nf
-        for o, n, of, nf in zip(rows["ours_heldout_nll"], rows["naive_same_time_heldout_nll"],
-                                rows["ours_fresh_nll"], rows["naive_same_time_fresh_nll"], strict=True)
+        for o, n, of, nf in zip(
+            rows["ours_heldout_nll"],
+            rows["naive_same_time_heldout_nll"],
+            rows["ours_fresh_nll"],
+            rows["naive_same_time_fresh_nll"],
+            strict=True,
+        )
     )
     out["per_seed"] = {k: [round(x, 3) for x in v] for k, v in rows.items() if "nll" in k or "wall" in k}
-    out |= {"seeds": len(SEEDS), "grad_steps": result.grad_steps, "lr": cfg.bc.lr,
-            "batch_size": min(cfg.bc.batch_size, result.train_transitions), "transitions": demos.n_transitions,
-            "fresh_transitions": fresh.n_transitions}
+    out |= {
+        "seeds": len(SEEDS),
+        "grad_steps": result.grad_steps,
+        "lr": cfg.bc.lr,
+        "batch_size": min(cfg.bc.batch_size, result.train_transitions),
+        "transitions": demos.n_transitions,
+        "fresh_transitions": fresh.n_transitions,
+    }
     return out

@@ -114,8 +114,11 @@ class Anchor:
         self.flops += forward_flops(actor_params(policy), len(obs)) + train_flops(actor_params(policy), len(obs))
         return mean_kl(self.bc, policy, obs)
 
-    def columns(self) -> dict[str, Any]:
-        """Checkpoint-row columns, averaged over the minibatches since the last call (None before any update)."""
+    def drain_columns(self) -> dict[str, Any]:
+        """Checkpoint-row columns, averaged over the minibatches since the last call, and empty the window.
+
+        Call once per checkpoint: a second call sees an empty window (None for the term, loss and coefficient).
+        """
         coefs, terms = zip(*self.window, strict=True) if self.window else ((), ())
         self.window = []
         term = float(np.mean(terms)) if terms else None
@@ -201,8 +204,10 @@ class AnchoredPPO(PPO):
 
         handle = optimizer.register_step_pre_hook(check_added)
         try:
-            with _replaced(policy, "evaluate_actions", evaluate_and_record), \
-                    _replaced(optimizer, "zero_grad", zero_grad_then_anchor):
+            with (
+                _replaced(policy, "evaluate_actions", evaluate_and_record),
+                _replaced(optimizer, "zero_grad", zero_grad_then_anchor),
+            ):
                 yield
         finally:
             handle.remove()
@@ -222,10 +227,11 @@ def attach_anchor(model: PPO, cfg: AnchorConfig, bc: ActorCriticPolicy, demo_obs
     model.anchor = Anchor(cfg, bc, demo_obs, seed, batch_size=model.batch_size)
 
 
-def anchor_columns(model: PPO) -> dict[str, Any]:
-    """The anchor's checkpoint-row columns (`rl/anchor_*`, `compute/rl/anchor_flops`); none for plain PPO."""
+def drain_anchor_columns(model: PPO) -> dict[str, Any]:
+    """The anchor's checkpoint-row columns (`rl/anchor_*`, `compute/rl/anchor_flops`), emptying its window (see
+    `Anchor.drain_columns`); none for plain PPO."""
     anchor = getattr(model, "anchor", None)
-    return anchor.columns() if anchor is not None else {}
+    return anchor.drain_columns() if anchor is not None else {}
 
 
 def anchor_flops(model: PPO) -> int:

@@ -26,6 +26,13 @@ from testbed.policy import actor_parameters
 
 log = logging.getLogger(__name__)
 
+BC_AGREEMENT_RANGE_FRACTION = 0.05
+"""`bc.val_agreement`'s tolerance: a continuous action, unclipped, agrees with the demonstrated one when every dim
+differs by at most this fraction (5%) of the action range.
+
+Not `drift/agreement`'s tolerance (drift.DRIFT_AGREEMENT_RANGE_FRACTION, 0.1%, clipped, BC policy against the
+current one): the two agreements measure different pairs at different tolerances and are not comparable."""
+
 
 @dataclass
 class BCResult:
@@ -37,7 +44,9 @@ class BCResult:
     val_transitions: int
     train_nll: float  # training NLL, mean over the last logged window
     val_nll: float  # held-out NLL at the end
-    val_agreement: float  # held-out fraction of deterministic actions equal to the demonstrated ones
+    # Held-out fraction of deterministic actions equal to the demonstrated ones (Box: within
+    # BC_AGREEMENT_RANGE_FRACTION of the range, unclipped); not comparable with `drift/agreement`.
+    val_agreement: float
     wall_s: float
     curve: list[dict[str, float]] = field(default_factory=list)  # bc/... rows against bc/samples
 
@@ -97,12 +106,15 @@ def _gaussian_nll(
 
 
 @torch.no_grad()
-def agreement(policy: ActorCriticPolicy, obs: torch.Tensor, actions: torch.Tensor) -> float:
-    """Fraction of states where the deterministic action equals the demonstrated one (discrete actions)."""
+def agreement_with_demos(policy: ActorCriticPolicy, obs: torch.Tensor, actions: torch.Tensor) -> float:
+    """Fraction of states where the deterministic action equals the demonstrated one (`bc.val_agreement`).
+
+    Box: unclipped, every dim within BC_AGREEMENT_RANGE_FRACTION (5%) of the action range.
+    """
     pred = policy.get_distribution(obs).mode()
-    if pred.dtype.is_floating_point:  # continuous: within 5% of the action range counts as agreeing
+    if pred.dtype.is_floating_point:
         span = torch.as_tensor(policy.action_space.high - policy.action_space.low)  # type: ignore[attr-defined]
-        return float(((pred - actions).abs() <= 0.05 * span).all(dim=-1).float().mean())
+        return float(((pred - actions).abs() <= BC_AGREEMENT_RANGE_FRACTION * span).all(dim=-1).float().mean())
     return float((pred == actions.reshape(pred.shape)).float().mean())
 
 
@@ -174,7 +186,7 @@ def train_bc(
         val_transitions=len(val_idx),
         train_nll=curve[-1]["bc/train_nll"] if curve else float("nan"),
         val_nll=_val_nll(policy, x_val, y_val),
-        val_agreement=agreement(policy, x_val, y_val),
+        val_agreement=agreement_with_demos(policy, x_val, y_val),
         wall_s=time.perf_counter() - start,
         curve=curve,
     )

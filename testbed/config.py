@@ -173,7 +173,9 @@ class Config:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     voting: VotingConfig = field(default_factory=VotingConfig)
     seed: int = 0
-    variant: str = "${rl.init}"  # part of the run identity: env + variant + seed
+    # Part of the run identity (env + variant + seed): by default named after what makes the variant (see
+    # variant_name), so an anchored or voting job started by hand is never named like plain fine-tuning.
+    variant: str = "${testbed_variant:${rl.init},${rl.anchor.kind},${voting.enabled}}"
     cache_dir: str = "${oc.env:TESTBED_CACHE,.cache/testbed}"  # experts, datasets, references
     output_dir: str | None = None  # None: Hydra's job folder (or the cwd when run without Hydra)
     torch_threads: int = 1  # one thread per job: 2 threads gain nothing for these small MLPs
@@ -189,18 +191,27 @@ def env_name(short: str, for_id: str, *, _parent_: Any) -> str:
     return short if env_id == for_id else re.sub(r"[^a-z0-9]+", "-", env_id.lower()).strip("-")
 
 
-# At import, not in register_configs: any process that reads a config (a launcher's worker, analysis) needs it.
+def variant_name(init: str, anchor_kind: str, voting: bool) -> str:
+    """`variant: ${testbed_variant:${rl.init},${rl.anchor.kind},${voting.enabled}}`, the default variant: what the
+    job does to the BC policy. `scratch` | `bc` (plain fine-tuning) | the anchor's kind (`bc_kl`, `kickstart`,
+    `ewc`), with `voting` appended when voting is on (`voting` alone at the plain BC policy). The presets' variants
+    carry these names; settings within a variant (rl.anchor.coef, rl.budgets, voting.mode ...) are not in it, so
+    runs that differ only there need `variant=<name>` (bc_frontier's `bc_only`: BC with rl.budgets=[0])."""
+    base = anchor_kind if anchor_kind != "none" else init
+    if not voting:
+        return base
+    return "voting" if base == "bc" else f"{base}_voting"
+
+
+# At import, not in register_configs: any process that reads a config (a launcher's worker, analysis) needs them.
 OmegaConf.register_new_resolver("testbed_env_name", env_name, replace=True)
+OmegaConf.register_new_resolver("testbed_variant", variant_name, replace=True)
 
 
 def register_configs() -> None:
-    """Register the schemas so conf/ files are validated against them."""
-    cs = ConfigStore.instance()
-    cs.store(name="config_schema", node=Config)
-    cs.store(group="env", name="env_schema", node=EnvConfig)
-    cs.store(group="expert", name="expert_schema", node=ExpertConfig)
-    cs.store(group="demos", name="demos_schema", node=DemosConfig)
-    cs.store(group="bc", name="bc_schema", node=BCConfig)
-    cs.store(group="rl", name="rl_schema", node=RLConfig)
-    cs.store(group="eval", name="eval_schema", node=EvalConfig)
-    cs.store(group="logger", name="logger_schema", node=LoggerConfig)
+    """Register the schema that conf/config.yaml extends, so every conf/ file is validated against it.
+
+    One node types the whole config, each group included; the group files (conf/bc/default.yaml ...) write its
+    defaults out. No per-group schema is stored: none is used, and each would be listed as a group option.
+    """
+    ConfigStore.instance().store(name="config_schema", node=Config)

@@ -20,8 +20,12 @@ TOLERANCES: tuple[float, ...] = tuple(EvalConfig().sparsity_tols)
 
 The default of `eval.sparsity_tols` (config.py), the one place these numbers are written."""
 
-AGREEMENT_RTOL = 1e-3
-"""Continuous actions agree when every dim differs by at most this fraction of the action range."""
+DRIFT_AGREEMENT_RANGE_FRACTION = 1e-3
+"""`drift/agreement`'s tolerance: continuous actions, both clipped to the bounds, agree when every dim differs by
+at most this fraction (0.1%) of the action range.
+
+Not `bc.val_agreement`'s tolerance (bc.BC_AGREEMENT_RANGE_FRACTION, 5%, unclipped, against the demonstrated
+actions): the two agreements measure different pairs at different tolerances and are not comparable."""
 
 # SB3 parameter-name prefix -> (side, layer-name prefix). The critic is reported apart because BC never
 # trains it. SB3 calls both the critic body and its head "value_net", so the head is renamed.
@@ -127,7 +131,7 @@ def weight_drift(bc: nn.Module, cur: nn.Module, tolerances: Sequence[float] = TO
     return metrics
 
 
-def layer_table(metrics: Mapping[str, float]) -> list[dict[str, float | str]]:
+def weight_drift_by_layer(metrics: Mapping[str, float]) -> list[dict[str, float | str]]:
     """One row per layer (layer, rel_change, cosine, sparsity@tol..., eff_rank) from `weight_drift` output."""
     rows: dict[str, dict[str, float | str]] = {}
     for key, value in metrics.items():
@@ -194,8 +198,9 @@ def representation_drift(
 # ------------------------------------------------------------------------------------------- behaviour
 
 
-def _agreement(space: spaces.Space, a_bc: th.Tensor, a: th.Tensor) -> dict[str, float]:
-    """Fraction of states whose deterministic actions agree; for Box also the mean absolute difference."""
+def _agreement_with_bc(space: spaces.Space, a_bc: th.Tensor, a: th.Tensor) -> dict[str, float]:
+    """Fraction of states where the BC and current deterministic actions agree (`drift/agreement`, see
+    DRIFT_AGREEMENT_RANGE_FRACTION); for Box also their mean absolute difference."""
     if not isinstance(space, spaces.Box):
         a_bc, a = a_bc.reshape(len(a_bc), -1), a.reshape(len(a), -1)
         return {"agreement": float((a_bc == a).all(dim=1).double().mean())}
@@ -206,7 +211,7 @@ def _agreement(space: spaces.Space, a_bc: th.Tensor, a: th.Tensor) -> dict[str, 
     span = th.where(th.isfinite(high - low), high - low, th.ones_like(low))
     diff = (a_bc - a).abs()
     return {
-        "agreement": float((diff <= AGREEMENT_RTOL * span).all(dim=1).double().mean()),
+        "agreement": float((diff <= DRIFT_AGREEMENT_RANGE_FRACTION * span).all(dim=1).double().mean()),
         "action_abs_diff": float(diff.mean()),
     }
 
@@ -231,15 +236,17 @@ def behaviour_drift(
     """Behaviour drift: `drift/kl/<probe>` = mean KL(pi_bc || pi), `drift/agreement/<probe>`, for Box also
     `drift/action_abs_diff/<probe>`, and `drift/expert_loglik` (current) / `drift/expert_loglik_bc`.
 
-    Agreement is exact equality for discrete actions; for Box actions, clipped to the bounds, every dim must
-    be within AGREEMENT_RTOL of the action range.
+    Agreement is between the BC policy's and the current policy's deterministic actions: exact equality for
+    discrete actions; for Box actions, both clipped to the bounds, every dim within
+    DRIFT_AGREEMENT_RANGE_FRACTION (0.1%) of the action range. It is not comparable with `bc.val_agreement`
+    (the BC policy against the demonstrated actions, unclipped, within 5% of the range).
     """
     metrics: dict[str, float] = {}
     with th.no_grad():
         for probe, obs in probes.items():
             d_bc, d_cur = action_distribution(bc, obs), action_distribution(cur, obs)
             metrics[f"drift/kl/{probe}"] = float(kl_per_state(d_bc, d_cur).double().mean())
-            agree = _agreement(cur.action_space, d_bc.mode(), d_cur.mode())
+            agree = _agreement_with_bc(cur.action_space, d_bc.mode(), d_cur.mode())
             for key, value in agree.items():
                 metrics[f"drift/{key}/{probe}"] = value
     metrics["drift/expert_loglik"] = expert_loglik(cur, expert_obs, expert_actions)
@@ -259,8 +266,8 @@ def probe_sample(obs: np.ndarray, size: int, seed: int) -> np.ndarray:
 
 
 def drift_table(metrics: Mapping[str, float], probes: Sequence[str]) -> list[dict[str, float | str]]:
-    """`layer_table` plus, for each hidden Linear layer, the CKA of its activation output on every probe."""
-    rows = layer_table(metrics)
+    """`weight_drift_by_layer` plus, for each hidden Linear layer, the CKA of its activation output on every probe."""
+    rows = weight_drift_by_layer(metrics)
     for row in rows:
         layer = str(row["layer"])
         if layer.startswith("actor/policy_net."):

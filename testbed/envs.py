@@ -160,7 +160,8 @@ class TrainVecEnv(DummyVecEnv):
     def seed(self, seed: int | None = None) -> Sequence[int | None]:
         if seed is None:
             return super().seed(None)
-        self._seeds = list(train_env_seeds(seed, self.num_envs))  # SB3 hands these to each env's next reset
+        # SB3 hands _seeds to each env's next reset (private; pinned by requirements.lock, tested in test_envs).
+        self._seeds = list(train_env_seeds(seed, self.num_envs))
         return self._seeds
 
 

@@ -333,8 +333,12 @@ def reference_returns(cfg: Config, expert: Expert) -> dict[str, float]:
     policy see the same start states. The expert acts on full observations, as when it made the demonstrations."""
     env = expert_view(cfg).env
     random = random_reference(env, cfg.cache_dir, cfg.eval.episodes, cfg.eval.seed)
-    fields = {"expert": expert.params_sha256, "env": env_key_fields(env), "episodes": cfg.eval.episodes,
-              "seed": cfg.eval.seed}
+    fields = {
+        "expert": expert.params_sha256,
+        "env": env_key_fields(env),
+        "episodes": cfg.eval.episodes,
+        "seed": cfg.eval.seed,
+    }
     path = Path(cfg.cache_dir) / "references" / f"{cfg.env.name}-expert-{content_hash(fields)[:16]}.json"
     ret = _cached_return(path, lambda: evaluate(env, policy_act(expert.model.policy), cfg.eval.episodes, cfg.eval.seed))
     return {

@@ -16,7 +16,7 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.type_aliases import RolloutBufferSamples
 
-from testbed.anchoring import anchor_columns, anchor_flops
+from testbed.anchoring import anchor_flops, drain_anchor_columns
 from testbed.compute import actor_critic_params, rollout_flops, train_flops
 from testbed.config import RLConfig
 from testbed.policy import actor_parameters
@@ -106,8 +106,9 @@ def rl_compute(model: PPO, count: UpdateCount, wall_s: float) -> RLCompute:
     flops = rollout_flops(model.policy, model.num_timesteps)
     flops += train_flops(actor_critic_params(model.policy), count.samples)
     flops += anchor_flops(model)  # the anchor's own passes (testbed/anchoring.py), 0 for plain PPO
-    return RLCompute(env_steps=int(model.num_timesteps), samples=count.samples, grad_steps=count.steps,
-                     flops=flops, wall_s=wall_s)
+    return RLCompute(
+        env_steps=int(model.num_timesteps), samples=count.samples, grad_steps=count.steps, flops=flops, wall_s=wall_s
+    )
 
 
 def set_actor_frozen(model: PPO, frozen: bool) -> None:
@@ -138,7 +139,7 @@ def finetune(
     """
     if cfg.learning_rate is not None:
         model.learning_rate = cfg.learning_rate
-        model._setup_lr_schedule()
+        model._setup_lr_schedule()  # private SB3: pinned by requirements.lock, exercised by the budget tests
     bar = progress and sys.stderr.isatty()
     with count_updates(model) as count:  # from before the warm-up, whose optimizer steps are compute too
         wall = critic_warmup(model, cfg.critic_warmup_steps, bar)
@@ -155,7 +156,7 @@ def finetune(
                 "rl_steps": target,
                 "compute/rl/warmup_env_steps": warmup_steps,
                 **{f"compute/rl/{k}": v for k, v in vars(compute).items()},
-                **anchor_columns(model),
+                **drain_anchor_columns(model),
             }
             row.update(on_checkpoint(target, model))
             if "eval/normalized_score" in row:

@@ -111,8 +111,13 @@ def expert_stage(cfg: Config) -> ExpertStage:
     start = time.perf_counter()
     expert = get_expert(cfg)
     refs = reference_returns(cfg, expert)
-    log.info("expert: %s (%s), return %.1f; random %.1f", expert.path, expert.source, expert.return_mean,
-             refs["random_return"])
+    log.info(
+        "expert: %s (%s), return %.1f; random %.1f",
+        expert.path,
+        expert.source,
+        expert.return_mean,
+        refs["random_return"],
+    )
     return ExpertStage(expert=expert, references=refs, wall_s=time.perf_counter() - start)
 
 
@@ -131,23 +136,39 @@ def bc_stage(cfg: Config, model: PPO, demos: Demonstrations, folder: Path) -> BC
     bc_path = folder / "bc_policy.pt"
     atomic_write(bc_path, lambda f: torch.save(model.policy.state_dict(), f))
     # BC runs the actor only: forward + backward on every sample.
-    compute = StageCompute(samples=bc.samples, grad_steps=bc.grad_steps,
-                           flops=train_flops(actor_params(model.policy), bc.samples), wall_s=bc.wall_s)
+    compute = StageCompute(
+        samples=bc.samples,
+        grad_steps=bc.grad_steps,
+        flops=train_flops(actor_params(model.policy), bc.samples),
+        wall_s=bc.wall_s,
+    )
     return BCStage(result=bc, policy=Artifact(bc_path, file_sha256(bc_path)), compute=compute)
 
 
-def voting_stage(cfg: Config, model: PPO, demos: Demonstrations, refs: dict[str, float],
-                 bc_compute: StageCompute) -> VotingStage:
+def voting_stage(
+    cfg: Config, model: PPO, demos: Demonstrations, refs: dict[str, float], bc_compute: StageCompute
+) -> VotingStage:
     """Sampling-and-voting at the BC policy (`voting.enabled`): one row per K."""
     start = time.perf_counter()
     rows = evaluate_voting(cfg, snapshot(model.policy), demos, refs, bc_compute)
-    log.info("voting (%s): normalized %s at K = %s", cfg.voting.mode,
-             [round(r["eval/normalized_score"], 3) for r in rows], [r["voting/k"] for r in rows])
+    log.info(
+        "voting (%s): normalized %s at K = %s",
+        cfg.voting.mode,
+        [round(r["eval/normalized_score"], 3) for r in rows],
+        [r["voting/k"] for r in rows],
+    )
     return VotingStage(rows=rows, wall_s=time.perf_counter() - start)
 
 
-def rl_stage(cfg: Config, model: PPO, demos: Demonstrations, refs: dict[str, float], bc_compute: StageCompute,
-             folder: Path, record_checkpoint: Callable[[dict[str, Any]], None]) -> RLStage:
+def rl_stage(
+    cfg: Config,
+    model: PPO,
+    demos: Demonstrations,
+    refs: dict[str, float],
+    bc_compute: StageCompute,
+    folder: Path,
+    record_checkpoint: Callable[[dict[str, Any]], None],
+) -> RLStage:
     """PPO over the budgets, saved as `folder`/final_model.zip; every checkpoint is evaluated and compared with
     the policy RL started from, and its row handed to `record_checkpoint` as soon as it exists."""
     start_policy = snapshot(model.policy)  # the BC snapshot (or the initial weights, from scratch)
@@ -158,16 +179,27 @@ def rl_stage(cfg: Config, model: PPO, demos: Demonstrations, refs: dict[str, flo
         record_checkpoint(row)
 
     start = time.perf_counter()
-    finetune(model, cfg.rl, lambda _, ppo: checkpoint_row(cfg, ppo, start_policy, demos, refs, bc_compute),
-             progress=cfg.progress, on_row=on_row)
+    finetune(
+        model,
+        cfg.rl,
+        lambda _, ppo: checkpoint_row(cfg, ppo, start_policy, demos, refs, bc_compute),
+        progress=cfg.progress,
+        on_row=on_row,
+    )
     wall_s = time.perf_counter() - start
     final = folder / "final_model.zip"
     atomic_write(final, lambda f: model.save(f))  # type: ignore[arg-type]  # SB3 saves into any binary file
     return RLStage(final_policy=Artifact(final, file_sha256(final)), wall_s=wall_s)
 
 
-def checkpoint_row(cfg: Config, model: PPO, start_policy: ActorCriticPolicy, demos: Demonstrations,
-                   refs: dict[str, float], bc_compute: StageCompute) -> dict[str, Any]:
+def checkpoint_row(
+    cfg: Config,
+    model: PPO,
+    start_policy: ActorCriticPolicy,
+    demos: Demonstrations,
+    refs: dict[str, float],
+    bc_compute: StageCompute,
+) -> dict[str, Any]:
     """A checkpoint's evaluation, drift and BC-compute columns (finetune adds rl_steps and the RL columns).
 
     1. Capability on the fixed evaluation episodes, normalized by `refs`.
@@ -178,12 +210,16 @@ def checkpoint_row(cfg: Config, model: PPO, start_policy: ActorCriticPolicy, dem
     t = time.perf_counter()
     cap = evaluate(cfg.env, policy_act(model.policy, cfg.eval.deterministic), cfg.eval.episodes, cfg.eval.seed)
     row: dict[str, Any] = cap.row(refs["random_return"], refs["expert_return"]) | {
-        "eval/wall_s": time.perf_counter() - t}
+        "eval/wall_s": time.perf_counter() - t
+    }
     if cfg.eval.drift:
         t = time.perf_counter()
-        probes = {"demo": probe_sample(demos.observations, cfg.eval.probe_size, seed=cfg.seed),
-                  "visited": probe_sample(cap.visited, cfg.eval.probe_size, seed=cfg.seed)}
-        metrics, table = checkpoint_drift(start_policy, model.policy, probes, demos.observations, demos.actions,
-                                          cfg.eval.sparsity_tols)
+        probes = {
+            "demo": probe_sample(demos.observations, cfg.eval.probe_size, seed=cfg.seed),
+            "visited": probe_sample(cap.visited, cfg.eval.probe_size, seed=cfg.seed),
+        }
+        metrics, table = checkpoint_drift(
+            start_policy, model.policy, probes, demos.observations, demos.actions, cfg.eval.sparsity_tols
+        )
         row |= metrics | {"drift/wall_s": time.perf_counter() - t, "drift_table": table}
     return row | bc_compute.as_dict("bc") | {"compute/bc/demo_transitions": demos.n_transitions}

@@ -99,7 +99,7 @@ def rebuild(policy: ActorCriticPolicy) -> ActorCriticPolicy:
 
     The one call of SB3's private `_get_constructor_parameters`.
     """
-    return type(policy)(**policy._get_constructor_parameters())
+    return type(policy)(**policy._get_constructor_parameters())  # private SB3, pinned by requirements.lock
 
 
 def snapshot(policy: ActorCriticPolicy) -> ActorCriticPolicy:

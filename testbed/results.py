@@ -163,15 +163,29 @@ class ResultsFile:
 
     def record_expert(self, stage: ExpertStage) -> None:
         e = stage.expert
-        self._stage("expert", stage.wall_s, path=str(e.path), sha256=e.sha256, params_sha256=e.params_sha256,
-                    source=e.source, check_return=e.return_mean)
+        self._stage(
+            "expert",
+            stage.wall_s,
+            path=str(e.path),
+            sha256=e.sha256,
+            params_sha256=e.params_sha256,
+            source=e.source,
+            check_return=e.return_mean,
+        )
         self.data["references"] = stage.references
         self.write()
 
     def record_demos(self, stage: DemosStage) -> None:
         d = stage.demos
-        self._stage("demos", stage.wall_s, path=str(d.path), sha256=d.sha256, episodes=d.n_episodes,
-                    transitions=d.n_transitions, mean_return=d.mean_return)
+        self._stage(
+            "demos",
+            stage.wall_s,
+            path=str(d.path),
+            sha256=d.sha256,
+            episodes=d.n_episodes,
+            transitions=d.n_transitions,
+            mean_return=d.mean_return,
+        )
         self.write()
 
     def _stage(self, name: str, wall_s: float, **artifact: Any) -> None:
@@ -184,10 +198,17 @@ class ResultsFile:
         self.data["artifacts"]["bc_policy"] = stage.policy.as_dict()
         self.data["timings"]["bc_s"] = bc.wall_s
         # `train_loss` and `val_loss` hold NLLs (BCResult's train_nll, val_nll); the keys stay for readers.
-        self.data["bc"] = {"samples": bc.samples, "grad_steps": bc.grad_steps,
-                           "train_transitions": bc.train_transitions, "val_transitions": bc.val_transitions,
-                           "train_loss": bc.train_nll, "val_loss": bc.val_nll, "val_agreement": bc.val_agreement,
-                           "wall_s": bc.wall_s, "curve": bc.curve}
+        self.data["bc"] = {
+            "samples": bc.samples,
+            "grad_steps": bc.grad_steps,
+            "train_transitions": bc.train_transitions,
+            "val_transitions": bc.val_transitions,
+            "train_loss": bc.train_nll,
+            "val_loss": bc.val_nll,
+            "val_agreement": bc.val_agreement,
+            "wall_s": bc.wall_s,
+            "curve": bc.curve,
+        }
         self.write()
 
     def record_voting(self, stage: VotingStage) -> None:

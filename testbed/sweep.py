@@ -22,6 +22,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, cast
 
+# Private Hydra APIs (this import, JobReturn._return_value below): stable because requirements.lock pins
+# hydra-core; tests/integration/test_sweeps.py runs real sweeps through both, so `make lock` cannot break them silently.
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobReturn, JobStatus

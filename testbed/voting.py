@@ -108,8 +108,14 @@ def train_members(
             policy = rebuild(bc)
         result = train_bc(policy, demos, cfg, s, progress=False)
         members.append(policy)
-        computes.append(StageCompute(samples=result.samples, grad_steps=result.grad_steps,
-                                     flops=train_flops(actor_params(policy), result.samples), wall_s=result.wall_s))
+        computes.append(
+            StageCompute(
+                samples=result.samples,
+                grad_steps=result.grad_steps,
+                flops=train_flops(actor_params(policy), result.samples),
+                wall_s=result.wall_s,
+            )
+        )
     return members, computes
 
 
@@ -147,8 +153,13 @@ def evaluate_voting(
             start = time.perf_counter()
             cap = evaluate(cfg.env, act, cfg.eval.episodes, cfg.eval.seed)
             train = sum(computes[: k if seeds else 1], StageCompute())
-            rows.append({"voting/k": k, "voting/mode": cfg.voting.mode,
-                         **cap.row(refs["random_return"], refs["expert_return"]),
-                         "eval/wall_s": time.perf_counter() - start,
-                         **voting_compute(bc, k, seeds, train, int(cap.lengths.sum()))})
+            rows.append(
+                {
+                    "voting/k": k,
+                    "voting/mode": cfg.voting.mode,
+                    **cap.row(refs["random_return"], refs["expert_return"]),
+                    "eval/wall_s": time.perf_counter() - start,
+                    **voting_compute(bc, k, seeds, train, int(cap.lengths.sum())),
+                }
+            )
     return rows

@@ -31,7 +31,6 @@ The modules, in the order the data flows: `load` (sweep folders -> jobs and thei
 (every table of the report, and `analyse()`, which makes them all).
 """
 
-
 from testbed.analysis.cells import (
     COLUMNS,
     FOLLOWS_SEED,
@@ -64,8 +63,33 @@ from testbed.analysis.tables import (
 )
 
 __all__ = [
-    "AXES", "COLUMNS", "CONFIDENCE", "DRIFT_SUMMARY", "FOLLOWS_SEED", "FRONTIER_KEYS", "METRIC", "N_RESAMPLES",
-    "Analysis", "Frontier", "Sweep", "aggregate", "analyse", "capability_table", "ceg_table", "cell_points",
-    "demonstration_sets", "fit_frontier", "fit_frontiers", "flatten", "frontier_cells", "iqm", "kinds", "layer_table",
-    "load", "matched_compute_table", "probability_of_improvement", "scratch_table", "tradeoff_table",
+    "AXES",
+    "COLUMNS",
+    "CONFIDENCE",
+    "DRIFT_SUMMARY",
+    "FOLLOWS_SEED",
+    "FRONTIER_KEYS",
+    "METRIC",
+    "N_RESAMPLES",
+    "Analysis",
+    "Frontier",
+    "Sweep",
+    "aggregate",
+    "analyse",
+    "capability_table",
+    "ceg_table",
+    "cell_points",
+    "demonstration_sets",
+    "fit_frontier",
+    "fit_frontiers",
+    "flatten",
+    "frontier_cells",
+    "iqm",
+    "kinds",
+    "layer_table",
+    "load",
+    "matched_compute_table",
+    "probability_of_improvement",
+    "scratch_table",
+    "tradeoff_table",
 ]

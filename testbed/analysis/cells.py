@@ -21,16 +21,47 @@ _NOT_BC = (*_NOT_CELL, "rl", "variant")
 # Demonstration count, BC steps and the learner's width (env.net_arch) are the frontier's axes, and the
 # learner's PPO settings (env.ppo) only shape RL after the BC snapshot, so none of them are among them; nor is
 # demos.seed: which draw of demonstrations a job clones is seed noise of one source, not another source.
-FRONTIER_KEYS = ("env.id", "env.max_episode_steps", "env.wrapper", "env.mask_velocity", "env.expert_timesteps",
-                 "env.expert_algo", "env.expert_kwargs", "env.expert_net_arch", "env.expert_activation", "expert",
-                 "demos.epsilon", "demos.expert_quality", "demos.mix", "demos.deterministic", "eval.episodes",
-                 "eval.deterministic", "eval.seed")
+FRONTIER_KEYS = (
+    "env.id",
+    "env.max_episode_steps",
+    "env.wrapper",
+    "env.mask_velocity",
+    "env.expert_timesteps",
+    "env.expert_algo",
+    "env.expert_kwargs",
+    "env.expert_net_arch",
+    "env.expert_activation",
+    "expert",
+    "demos.epsilon",
+    "demos.expert_quality",
+    "demos.mix",
+    "demos.deterministic",
+    "eval.episodes",
+    "eval.deterministic",
+    "eval.seed",
+)
 # demos.seed in a cell's config where each job's demonstrations follow its seed (the default, `${seed}`).
 FOLLOWS_SEED = "${seed}"
 # Identity and config columns of the tidy table (before the checkpoint's own columns). `demos_seed` is the
 # job's resolved demos.seed; `demos_follow_seed` says whether it follows the job's seed or is fixed.
-COLUMNS = ("env", "env_id", "variant", "seed", "rl_init", "run_name", "cell", "label", "bc_hash", "frontier",
-           "demos", "grad_steps", "demos_seed", "demos_follow_seed", "config_hash", "folder")
+COLUMNS = (
+    "env",
+    "env_id",
+    "variant",
+    "seed",
+    "rl_init",
+    "run_name",
+    "cell",
+    "label",
+    "bc_hash",
+    "frontier",
+    "demos",
+    "grad_steps",
+    "demos_seed",
+    "demos_follow_seed",
+    "config_hash",
+    "folder",
+)
 
 
 def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -87,11 +118,15 @@ def _demos_seed_follows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """
     flats = [flatten(r["data"]["config"]) for r in records]
     config = [content_hash(_without(flat, (*_NOT_CELL, "demos.seed"))) for flat in flats]
-    fixed = {(c, flat["demos.seed"]) for c, flat in zip(config, flats, strict=True)
-             if "demos.seed" in flat and flat["demos.seed"] != flat["seed"]}
+    fixed = {
+        (c, flat["demos.seed"])
+        for c, flat in zip(config, flats, strict=True)
+        if "demos.seed" in flat and flat["demos.seed"] != flat["seed"]
+    }
     for r, c, flat in zip(records, config, flats, strict=True):
-        r["demos_follow_seed"] = ("demos.seed" in flat and flat["demos.seed"] == flat["seed"]
-                                  and (c, flat["demos.seed"]) not in fixed)
+        r["demos_follow_seed"] = (
+            "demos.seed" in flat and flat["demos.seed"] == flat["seed"] and (c, flat["demos.seed"]) not in fixed
+        )
         if r["demos_follow_seed"]:
             flat["demos.seed"] = FOLLOWS_SEED
     return flats
@@ -109,24 +144,43 @@ def _short(value: Any) -> str:
 def _checkpoint_rows(rec: dict[str, Any]) -> list[dict[str, Any]]:
     data, config = rec["data"], rec["data"]["config"]
     ident = {
-        "env": rec["env"], "env_id": data["env_id"], "variant": data["variant"], "seed": data["seed"],
-        "rl_init": config["rl"]["init"], "run_name": data["run_name"], "cell": rec["cell"], "label": rec["label"],
-        "bc_hash": rec["bc_hash"], "frontier": rec["frontier"], "demos": config["demos"]["episodes"],
+        "env": rec["env"],
+        "env_id": data["env_id"],
+        "variant": data["variant"],
+        "seed": data["seed"],
+        "rl_init": config["rl"]["init"],
+        "run_name": data["run_name"],
+        "cell": rec["cell"],
+        "label": rec["label"],
+        "bc_hash": rec["bc_hash"],
+        "frontier": rec["frontier"],
+        "demos": config["demos"]["episodes"],
         "grad_steps": config["bc"]["grad_steps"] if config["rl"]["init"] == "bc" else 0,
-        "demos_seed": config["demos"].get("seed"), "demos_follow_seed": rec["demos_follow_seed"],
-        "config_hash": data["config_hash"], "folder": rec["folder"],
+        "demos_seed": config["demos"].get("seed"),
+        "demos_follow_seed": rec["demos_follow_seed"],
+        "config_hash": data["config_hash"],
+        "folder": rec["folder"],
     }
     refs = {f"references/{k}": v for k, v in (data.get("references") or {}).items()}
-    return [ident | refs | {k: v for k, v in row.items() if not isinstance(v, list | dict)}
-            for row in data["checkpoints"]]
+    return [
+        ident | refs | {k: v for k, v in row.items() if not isinstance(v, list | dict)} for row in data["checkpoints"]
+    ]
 
 
 def _layer_rows(rec: dict[str, Any]) -> list[dict[str, Any]]:
     data = rec["data"]
-    ident = {"env": rec["env"], "seed": data["seed"], "cell": rec["cell"], "label": rec["label"],
-             "rl_init": data["config"]["rl"]["init"]}
-    return [ident | {"rl_steps": row["rl_steps"]} | layer
-            for row in data["checkpoints"] for layer in row.get("drift_table") or []]
+    ident = {
+        "env": rec["env"],
+        "seed": data["seed"],
+        "cell": rec["cell"],
+        "label": rec["label"],
+        "rl_init": data["config"]["rl"]["init"],
+    }
+    return [
+        ident | {"rl_steps": row["rl_steps"]} | layer
+        for row in data["checkpoints"]
+        for layer in row.get("drift_table") or []
+    ]
 
 
 def cell_points(points: pd.DataFrame) -> pd.DataFrame:
@@ -146,8 +200,15 @@ def demonstration_sets(points: pd.DataFrame) -> pd.DataFrame:
         unknown = len(cells) - own.sum() - len(fixed)  # results.json written before demos.seed existed
         sets = {*(["seed"] if own.any() else []), *fixed, *(["?"] if unknown else [])}
         mode = "mixed" if len(sets) > 1 else {"seed": "per_seed", "?": "unknown"}.get(sets.pop(), "fixed")
-        rows.append({"env": env, "mode": mode, "fixed_seeds": sorted(int(s) for s in set(fixed)),
-                     "cells_per_seed": int(own.sum()), "cells_fixed": len(fixed)})
+        rows.append(
+            {
+                "env": env,
+                "mode": mode,
+                "fixed_seeds": sorted(int(s) for s in set(fixed)),
+                "cells_per_seed": int(own.sum()),
+                "cells_fixed": len(fixed),
+            }
+        )
     return pd.DataFrame(rows, columns=["env", "mode", "fixed_seeds", "cells_per_seed", "cells_fixed"])
 
 

@@ -193,5 +193,8 @@ def _gain(name: str, eq: np.ndarray, cost: float, confidence: float) -> dict[str
 def _censoring(name: str, censor: np.ndarray, confidence: float) -> dict[str, Any]:
     """The point's censoring, and whether a CI end is a bound (over (1 - confidence) / 2 resamples censored)."""
     alpha = (1.0 - confidence) / 2
-    return {f"{name}_censor": int(censor[0]), f"{name}_ci_low_censored": bool(np.mean(censor[1:] < 0) > alpha),
-            f"{name}_ci_high_censored": bool(np.mean(censor[1:] > 0) > alpha)}
+    return {
+        f"{name}_censor": int(censor[0]),
+        f"{name}_ci_low_censored": bool(np.mean(censor[1:] < 0) > alpha),
+        f"{name}_ci_high_censored": bool(np.mean(censor[1:] > 0) > alpha),
+    }

@@ -67,8 +67,23 @@ def load(folders: Iterable[str | Path]) -> Sweep:
     return Sweep(points=points, layers=layers, jobs=jobs.drop(columns=["data"]).reset_index(drop=True))
 
 
-_JOB_COLUMNS = ["key", "folder", "run_name", "env", "variant", "seed", "status", "config_hash", "finished_at",
-                "n_checkpoints", "problem", "cell", "label", "frontier", "data"]
+_JOB_COLUMNS = [
+    "key",
+    "folder",
+    "run_name",
+    "env",
+    "variant",
+    "seed",
+    "status",
+    "config_hash",
+    "finished_at",
+    "n_checkpoints",
+    "problem",
+    "cell",
+    "label",
+    "frontier",
+    "data",
+]
 
 
 def _read_job(path: Path) -> dict[str, Any]:
@@ -79,8 +94,10 @@ def _read_job(path: Path) -> dict[str, Any]:
     except (OSError, ValueError) as exc:
         return rec | {"status": "unreadable", "problem": f"unreadable results.json: {exc}"}
     rec |= {k: data.get(k) for k in ("run_name", "variant", "seed", "status", "config_hash", "finished_at")}
-    rec |= {"env": (data.get("config") or {}).get("env", {}).get("name"), "n_checkpoints": len(
-        data.get("checkpoints") or [])}
+    rec |= {
+        "env": (data.get("config") or {}).get("env", {}).get("name"),
+        "n_checkpoints": len(data.get("checkpoints") or []),
+    }
     if data.get("schema_version") != SCHEMA_VERSION:
         return rec | {"problem": f"schema_version {data.get('schema_version')} is not {SCHEMA_VERSION}"}
     if data.get("status") != "complete":
@@ -100,8 +117,9 @@ def _read_manifest(path: Path) -> dict[str, Any]:
     return {"path": path, "sweep_dir": path.parent, "jobs": list(data.get("jobs") or [])}
 
 
-def _jobs_without_results(folders: Sequence[Path], manifests: list[dict[str, Any]],
-                          found: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _jobs_without_results(
+    folders: Sequence[Path], manifests: list[dict[str, Any]], found: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
     """Jobs that should have a results.json and have none.
 
     1. Hydra job folders (with .hydra/) that hold no results.json.
@@ -128,19 +146,24 @@ def _jobs_without_results(folders: Sequence[Path], manifests: list[dict[str, Any
             if multirun.parent in with_manifest:
                 continue
             for overrides in _never_started(multirun.parent):
-                records.append(_missing(multirun.parent, f"{multirun.parent}:{overrides}",
-                                        f"never started: {' '.join(overrides)}"))
+                records.append(
+                    _missing(multirun.parent, f"{multirun.parent}:{overrides}", f"never started: {' '.join(overrides)}")
+                )
     return records
 
 
 def _manifest_missing(manifest: dict[str, Any], job: dict[str, Any], folder: str | None) -> dict[str, Any]:
     """A sweep.json job with no results.json: what the manifest says became of it."""
     status = str(job.get("status"))
-    why = {"failed": f"failed: {job.get('error')}",
-           "pending": "never ran (pending in sweep.json): the sweep was stopped, or is still running"}.get(
-        status, f"{status} in sweep.json, but its results.json is gone: {job.get('results')}")
-    rec = _missing(Path(folder or manifest["sweep_dir"]), f"{manifest['path']}:{job['overrides']}",
-                   f"{why} ({' '.join(job['overrides'])})")
+    why = {
+        "failed": f"failed: {job.get('error')}",
+        "pending": "never ran (pending in sweep.json): the sweep was stopped, or is still running",
+    }.get(status, f"{status} in sweep.json, but its results.json is gone: {job.get('results')}")
+    rec = _missing(
+        Path(folder or manifest["sweep_dir"]),
+        f"{manifest['path']}:{job['overrides']}",
+        f"{why} ({' '.join(job['overrides'])})",
+    )
     name = str(job.get("run_name") or "")
     if rec["env"] is None and name.count("-") >= 2:  # run name: env-variant-s<seed>
         env, variant, seed = name.rsplit("-", 2)
@@ -155,11 +178,18 @@ def _missing(folder: Path, key: str, problem: str) -> dict[str, Any]:
     if config.exists():
         try:
             cfg = OmegaConf.load(config)
-            env, variant, seed = cfg.env.name, cfg.variant, cfg.seed  # resolves ${rl.init}
+            env, variant, seed = cfg.env.name, cfg.variant, cfg.seed  # resolves the variant and env-name interpolations
         except Exception:  # a half-written config: the folder and the problem still say enough
             pass
-    return rec | {"key": key, "folder": str(folder), "env": env, "variant": variant, "seed": seed,
-                  "status": "missing", "problem": problem}
+    return rec | {
+        "key": key,
+        "folder": str(folder),
+        "env": env,
+        "variant": variant,
+        "seed": seed,
+        "status": "missing",
+        "problem": problem,
+    }
 
 
 def _never_started(sweep_dir: Path) -> list[tuple[str, ...]]:
@@ -167,14 +197,20 @@ def _never_started(sweep_dir: Path) -> list[tuple[str, ...]]:
     try:
         cfg = OmegaConf.load(sweep_dir / "multirun.yaml")
         sweeper = cfg.hydra.sweeper
-        jobs = expand(sweeper.get("params") or {}, sweeper.get("variants") or {}, list(cfg.hydra.overrides.task),
-                      OverridesParser.create())
+        jobs = expand(
+            sweeper.get("params") or {},
+            sweeper.get("variants") or {},
+            list(cfg.hydra.overrides.task),
+            OverridesParser.create(),
+        )
     except Exception as exc:  # another sweeper's syntax, or glob() over config groups: say so, go on
         log.warning("cannot expand the sweep in %s (%s); jobs that never started are not listed", sweep_dir, exc)
         return []
     expected = {tuple(sorted(job)) for job in jobs}
-    found = {tuple(sorted(str(o) for o in OmegaConf.load(path)))  # type: ignore[union-attr]
-             for path in sweep_dir.rglob(".hydra/overrides.yaml")}
+    found = {
+        tuple(sorted(str(o) for o in OmegaConf.load(path)))  # type: ignore[union-attr]
+        for path in sweep_dir.rglob(".hydra/overrides.yaml")
+    }
     return sorted(expected - found)
 
 

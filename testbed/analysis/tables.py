@@ -28,16 +28,26 @@ def aggregate(scores: np.ndarray) -> dict[str, float]:
     if len(scores) >= 2:
         return stats.aggregate(scores)
     value = float(scores[0]) if len(scores) else np.nan
-    return {"mean": value, "mean_ci_low": np.nan, "mean_ci_high": np.nan, "iqm": value, "iqm_ci_low": np.nan,
-            "iqm_ci_high": np.nan, "n_runs": float(len(scores))}
+    return {
+        "mean": value,
+        "mean_ci_low": np.nan,
+        "mean_ci_high": np.nan,
+        "iqm": value,
+        "iqm_ci_low": np.nan,
+        "iqm_ci_high": np.nan,
+        "n_runs": float(len(scores)),
+    }
 
 
 def probability_of_improvement(x: np.ndarray, y: np.ndarray) -> dict[str, float]:
     """`stats.probability_of_improvement`; the CI is NaN when either side has a single seed."""
     if len(x) >= 2 and len(y) >= 2:
         return stats.probability_of_improvement(x, y)
-    return {"prob": float(np.mean((x[:, None] > y[None, :]) + 0.5 * (x[:, None] == y[None, :]))),
-            "ci_low": np.nan, "ci_high": np.nan}
+    return {
+        "prob": float(np.mean((x[:, None] > y[None, :]) + 0.5 * (x[:, None] == y[None, :]))),
+        "ci_low": np.nan,
+        "ci_high": np.nan,
+    }
 
 
 def capability_table(points: pd.DataFrame, metric: str = METRIC) -> pd.DataFrame:
@@ -47,25 +57,48 @@ def capability_table(points: pd.DataFrame, metric: str = METRIC) -> pd.DataFrame
     kind = kinds(pts)
     for (cell, rl_steps), g in pts.groupby(["cell", "rl_steps"], sort=False):
         first = g.iloc[0]
-        rows.append({
-            "env": first["env"], "frontier": first["frontier"], "label": first["label"], "cell": cell,
-            "kind": kind[cell], "rl_steps": rl_steps, "demos": first["demos"], "grad_steps": first["grad_steps"],
-            "bc_flops": g["compute/bc/flops"].mean(), "rl_flops": g["compute/rl/flops"].mean(),
-            "total_flops": g["compute/total/flops"].mean(),
-            "demo_transitions": g["compute/bc/demo_transitions"].mean(),
-            "return_mean": g["eval/return_mean"].mean(),
-            "success_rate": pd.to_numeric(g["eval/success_rate"], errors="coerce").mean(),  # NaN: no success defined
-            **aggregate(g[metric].to_numpy()),
-            "seeds": sorted(g["seed"].tolist()),
-        })
+        rows.append(
+            {
+                "env": first["env"],
+                "frontier": first["frontier"],
+                "label": first["label"],
+                "cell": cell,
+                "kind": kind[cell],
+                "rl_steps": rl_steps,
+                "demos": first["demos"],
+                "grad_steps": first["grad_steps"],
+                "bc_flops": g["compute/bc/flops"].mean(),
+                "rl_flops": g["compute/rl/flops"].mean(),
+                "total_flops": g["compute/total/flops"].mean(),
+                "demo_transitions": g["compute/bc/demo_transitions"].mean(),
+                "return_mean": g["eval/return_mean"].mean(),
+                "success_rate": pd.to_numeric(
+                    g["eval/success_rate"], errors="coerce"
+                ).mean(),  # NaN: no success defined
+                **aggregate(g[metric].to_numpy()),
+                "seeds": sorted(g["seed"].tolist()),
+            }
+        )
     return pd.DataFrame(rows).sort_values(["env", "kind", "label", "rl_steps"], ignore_index=True)
 
 
 # --------------------------------------------------------------------------------------------- frontier
 
 
-_CELL_COLUMNS = ["env", "frontier", "bc_hash", "label", "demos", "grad_steps", "bc_flops", "demo_transitions",
-                 "n_seeds", "score_iqm", "seeds", "scores"]
+_CELL_COLUMNS = [
+    "env",
+    "frontier",
+    "bc_hash",
+    "label",
+    "demos",
+    "grad_steps",
+    "bc_flops",
+    "demo_transitions",
+    "n_seeds",
+    "score_iqm",
+    "seeds",
+    "scores",
+]
 
 
 def frontier_cells(points: pd.DataFrame, metric: str = METRIC) -> pd.DataFrame:
@@ -78,10 +111,18 @@ def frontier_cells(points: pd.DataFrame, metric: str = METRIC) -> pd.DataFrame:
     starts = np.flatnonzero(np.diff(snaps["_config"].to_numpy(), prepend=-1))
     scores = np.split(snaps[metric].to_numpy(dtype=np.float64), starts[1:])
     means = snaps.groupby("_config")[["compute/bc/flops", "compute/bc/demo_transitions"]].mean()
-    cells = snaps.iloc[starts][_CELL_COLUMNS[:6]].reset_index(drop=True).assign(
-        bc_flops=means["compute/bc/flops"].to_numpy(), demo_transitions=means["compute/bc/demo_transitions"].to_numpy(),
-        n_seeds=np.diff([*starts, len(snaps)]), score_iqm=[float(iqm(s)) for s in scores],
-        seeds=np.split(snaps["seed"].to_numpy(), starts[1:]), scores=scores)
+    cells = (
+        snaps.iloc[starts][_CELL_COLUMNS[:6]]
+        .reset_index(drop=True)
+        .assign(
+            bc_flops=means["compute/bc/flops"].to_numpy(),
+            demo_transitions=means["compute/bc/demo_transitions"].to_numpy(),
+            n_seeds=np.diff([*starts, len(snaps)]),
+            score_iqm=[float(iqm(s)) for s in scores],
+            seeds=np.split(snaps["seed"].to_numpy(), starts[1:]),
+            scores=scores,
+        )
+    )
     return cells.sort_values(["frontier", "bc_flops", "demos"], ignore_index=True)
 
 
@@ -90,15 +131,23 @@ AXES = {"flops": "bc_flops", "transitions": "demo_transitions"}  # frontier axis
 
 def fit_frontiers(cells: pd.DataFrame) -> dict[tuple[str, str], Frontier]:
     """{(frontier, axis): Frontier} for every frontier group, on both axes."""
-    return {(name, axis): fit_frontier(g[col].to_numpy(), g["scores"].to_list())
-            for name, g in cells.groupby("frontier") for axis, col in AXES.items()}
+    return {
+        (name, axis): fit_frontier(g[col].to_numpy(), g["scores"].to_list())
+        for name, g in cells.groupby("frontier")
+        for axis, col in AXES.items()
+    }
 
 
 # ------------------------------------------------------------------------------ compute-equivalent gain
 
 
-def ceg_table(points: pd.DataFrame, metric: str = METRIC, n_resamples: int = N_RESAMPLES,
-              confidence: float = CONFIDENCE, seed: int = stats.SEED) -> pd.DataFrame:
+def ceg_table(
+    points: pd.DataFrame,
+    metric: str = METRIC,
+    n_resamples: int = N_RESAMPLES,
+    confidence: float = CONFIDENCE,
+    seed: int = stats.SEED,
+) -> pd.DataFrame:
     """Compute- and demonstration-equivalent gain of every BC+RL cell at every budget, with bootstrap CIs.
 
     Columns per (cell, rl_steps): capability IQM `score`; `bc_flops` C_BC, `rl_flops` C_RL, `flops_eq` C_eq;
@@ -121,8 +170,9 @@ def ceg_table(points: pd.DataFrame, metric: str = METRIC, n_resamples: int = N_R
     return pd.DataFrame(rows)
 
 
-def _group_ceg(fc: pd.DataFrame, targets: pd.DataFrame, metric: str, n_resamples: int, confidence: float,
-               rng: np.random.Generator) -> list[dict[str, Any]]:
+def _group_ceg(
+    fc: pd.DataFrame, targets: pd.DataFrame, metric: str, n_resamples: int, confidence: float, rng: np.random.Generator
+) -> list[dict[str, Any]]:
     """CEG rows for the BC+RL points of one frontier group, all mapped through the same resampled fits.
 
     Row 0 of every array below is the data as measured, rows 1... its bootstrap resamples.
@@ -147,14 +197,26 @@ def _group_ceg(fc: pd.DataFrame, targets: pd.DataFrame, metric: str, n_resamples
         first = g.iloc[0]
         bc, rl = g["compute/bc/flops"].mean(), g["compute/rl/flops"].mean()
         trans = g["compute/bc/demo_transitions"].mean()
-        row = {"env": first["env"], "frontier": first["frontier"], "label": first["label"], "cell": cell,
-               "rl_steps": rl_steps, "start": rl_steps == 0, "n_seeds": len(g), "score": float(iqm(g[metric])),
-               "bc_flops": bc, "rl_flops": rl, "total_flops": bc + rl, "demo_transitions": trans}
+        row = {
+            "env": first["env"],
+            "frontier": first["frontier"],
+            "label": first["label"],
+            "cell": cell,
+            "rl_steps": rl_steps,
+            "start": rl_steps == 0,
+            "n_seeds": len(g),
+            "score": float(iqm(g[metric])),
+            "bc_flops": bc,
+            "rl_flops": rl,
+            "total_flops": bc + rl,
+            "demo_transitions": trans,
+        }
         if rl_steps == 0:
             rows.append(row | _START)
             continue
-        (flops, flops_censor), (trans_eq, trans_censor) = ((eq[gained[i]], censor[gained[i]])
-                                                            for eq, censor in equivalents.values())
+        (flops, flops_censor), (trans_eq, trans_censor) = (
+            (eq[gained[i]], censor[gained[i]]) for eq, censor in equivalents.values()
+        )
         row |= {"flops_eq": flops[0], "transitions_eq": trans_eq[0]}
         row |= _gain("ceg", flops, bc, confidence) | _gain("ceg_charged", flops, bc + rl, confidence)
         row |= _censoring("ceg", flops_censor, confidence)
@@ -182,13 +244,26 @@ def matched_compute_table(points: pd.DataFrame, capability: pd.DataFrame, metric
         for demos, g in pool.groupby("demos"):
             bc = g.loc[g["score_iqm"].idxmax()]
             poi = probability_of_improvement(rl_scores, bc["scores"])
-            rows.append({
-                "env": t["env"], "label": t["label"], "rl_steps": t["rl_steps"], "total_flops": t["total_flops"],
-                "score": t["iqm"], "score_ci_low": t["iqm_ci_low"], "score_ci_high": t["iqm_ci_high"],
-                "bc_demos": demos, "bc_grad_steps": bc["grad_steps"], "bc_flops": bc["bc_flops"],
-                "bc_label": bc["label"], "bc_score": bc["score_iqm"], "difference": t["iqm"] - bc["score_iqm"],
-                "prob_improvement": poi["prob"], "prob_ci_low": poi["ci_low"], "prob_ci_high": poi["ci_high"],
-            })
+            rows.append(
+                {
+                    "env": t["env"],
+                    "label": t["label"],
+                    "rl_steps": t["rl_steps"],
+                    "total_flops": t["total_flops"],
+                    "score": t["iqm"],
+                    "score_ci_low": t["iqm_ci_low"],
+                    "score_ci_high": t["iqm_ci_high"],
+                    "bc_demos": demos,
+                    "bc_grad_steps": bc["grad_steps"],
+                    "bc_flops": bc["bc_flops"],
+                    "bc_label": bc["label"],
+                    "bc_score": bc["score_iqm"],
+                    "difference": t["iqm"] - bc["score_iqm"],
+                    "prob_improvement": poi["prob"],
+                    "prob_ci_low": poi["ci_low"],
+                    "prob_ci_high": poi["ci_high"],
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -212,15 +287,23 @@ def scratch_table(capability: pd.DataFrame) -> pd.DataFrame:
                 reached = not hit.empty
                 first = hit.iloc[0] if reached else s.iloc[-1]
                 before = s[s["rl_steps"] < first["rl_steps"]]["rl_steps"]
-                rows.append({
-                    "env": env, "label": t["label"], "rl_steps": t["rl_steps"], "score": t["iqm"],
-                    "total_flops": t["total_flops"], "scratch_label": label, "reached": reached,
-                    "scratch_steps": first["rl_steps"] if reached else np.nan,
-                    "scratch_steps_after": before.max() if reached and not before.empty else 0,
-                    "scratch_max_steps": s["rl_steps"].max(), "scratch_best_score": s["iqm"].max(),
-                    "scratch_flops": first["total_flops"] if reached else np.nan,
-                    "flops_ratio": first["total_flops"] / t["total_flops"] if reached else np.nan,
-                })
+                rows.append(
+                    {
+                        "env": env,
+                        "label": t["label"],
+                        "rl_steps": t["rl_steps"],
+                        "score": t["iqm"],
+                        "total_flops": t["total_flops"],
+                        "scratch_label": label,
+                        "reached": reached,
+                        "scratch_steps": first["rl_steps"] if reached else np.nan,
+                        "scratch_steps_after": before.max() if reached and not before.empty else 0,
+                        "scratch_max_steps": s["rl_steps"].max(),
+                        "scratch_best_score": s["iqm"].max(),
+                        "scratch_flops": first["total_flops"] if reached else np.nan,
+                        "flops_ratio": first["total_flops"] / t["total_flops"] if reached else np.nan,
+                    }
+                )
     return pd.DataFrame(rows)
 
 
@@ -248,8 +331,13 @@ def tradeoff_table(points: pd.DataFrame, metric: str = METRIC) -> pd.DataFrame:
         for rl_steps, b in g[g["rl_steps"] > 0].groupby("rl_steps"):
             b = b.set_index("seed")
             gain = (b[metric] - start.reindex(b.index)).dropna().to_numpy()
-            row = {"env": b["env"].iloc[0], "label": b["label"].iloc[0], "cell": cell, "rl_steps": rl_steps,
-                   "n_seeds": len(b)}
+            row = {
+                "env": b["env"].iloc[0],
+                "label": b["label"].iloc[0],
+                "cell": cell,
+                "rl_steps": rl_steps,
+                "n_seeds": len(b),
+            }
             if len(gain):
                 agg = aggregate(gain)
                 row |= {"gain": agg["iqm"], "gain_ci_low": agg["iqm_ci_low"], "gain_ci_high": agg["iqm_ci_high"]}
@@ -258,8 +346,9 @@ def tradeoff_table(points: pd.DataFrame, metric: str = METRIC) -> pd.DataFrame:
                 values = b[cols].mean(axis=1).dropna().to_numpy() if cols else np.array([])
                 row[name] = float(iqm(values)) if len(values) else np.nan
             if {"drift/expert_loglik", "drift/expert_loglik_bc"} <= set(b.columns):
-                row["expert_loglik_change"] = float(iqm((b["drift/expert_loglik"] - b["drift/expert_loglik_bc"])
-                                                        .dropna().to_numpy()))
+                row["expert_loglik_change"] = float(
+                    iqm((b["drift/expert_loglik"] - b["drift/expert_loglik_bc"]).dropna().to_numpy())
+                )
             rows.append(row)
     return pd.DataFrame(rows)
 
@@ -272,7 +361,8 @@ def layer_table(layers: pd.DataFrame) -> pd.DataFrame:
     numeric = [c for c in layers.columns if c not in ("env", "seed", "cell", "label", "rl_init", "rl_steps", "layer")]
     keys = ["env", "label", "cell", "rl_init", "rl_steps", "layer"]
     out = layers.groupby(keys, sort=False)[numeric].agg(
-        lambda s: float(iqm(s.dropna().to_numpy())) if s.notna().any() else np.nan)
+        lambda s: float(iqm(s.dropna().to_numpy())) if s.notna().any() else np.nan
+    )
     return out.reset_index()
 
 
@@ -305,8 +395,15 @@ def analyse(sweep: Sweep, metric: str = METRIC, n_resamples: int = N_RESAMPLES) 
     capability = capability_table(pts, metric)
     fcells = frontier_cells(cell_points(pts), metric)
     return Analysis(
-        sweep=sweep, metric=metric, capability=capability, frontier_cells=fcells,
-        frontiers=fit_frontiers(fcells), ceg=ceg_table(pts, metric, n_resamples),
-        matched=matched_compute_table(pts, capability, metric), scratch=scratch_table(capability),
-        tradeoff=tradeoff_table(pts, metric), layers=layer_table(sweep.layers), n_resamples=n_resamples,
+        sweep=sweep,
+        metric=metric,
+        capability=capability,
+        frontier_cells=fcells,
+        frontiers=fit_frontiers(fcells),
+        ceg=ceg_table(pts, metric, n_resamples),
+        matched=matched_compute_table(pts, capability, metric),
+        scratch=scratch_table(capability),
+        tradeoff=tradeoff_table(pts, metric),
+        layers=layer_table(sweep.layers),
+        n_resamples=n_resamples,
     )

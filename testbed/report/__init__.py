@@ -20,8 +20,17 @@ from testbed.report.figures import FIGURES, _save
 from testbed.report.pages import _summary, render_html, render_markdown
 from testbed.report.tables import _plain, _raw_tables, demonstrations, display_tables, headline
 
-__all__ = ["FIGURES", "NothingToReport", "Report", "build", "demonstrations", "display_tables", "headline",
-           "render_html", "render_markdown"]
+__all__ = [
+    "FIGURES",
+    "NothingToReport",
+    "Report",
+    "build",
+    "demonstrations",
+    "display_tables",
+    "headline",
+    "render_html",
+    "render_markdown",
+]
 
 
 @dataclass
@@ -47,8 +56,13 @@ class NothingToReport(Exception):
     """The folders hold no job at all (a wrong path?)."""
 
 
-def build(folders: Sequence[str | Path], out: str | Path | None = None, metric: str = METRIC,
-          n_resamples: int = analysis.N_RESAMPLES, figures: Sequence[str] | None = None) -> Report:
+def build(
+    folders: Sequence[str | Path],
+    out: str | Path | None = None,
+    metric: str = METRIC,
+    n_resamples: int = analysis.N_RESAMPLES,
+    figures: Sequence[str] | None = None,
+) -> Report:
     """Load the sweep folders, analyse them and write the report (`figures`: names in FIGURES, default all)."""
     roots = [Path(f) for f in folders]
     sweep = analysis.load(roots)

@@ -36,35 +36,59 @@ def log_to_wandb(report: Report, folders: Sequence[Path], project: str = "testbe
         import wandb
 
         group = Path(folders[0]).resolve().name
-        run = wandb.init(project=project, name=f"report-{group}", group=group, job_type="report",
-                         dir=report.out.resolve(), mode=mode,  # type: ignore[arg-type]
-                         config={"folders": [str(f) for f in folders]}, reinit="create_new")
+        run = wandb.init(
+            project=project,
+            name=f"report-{group}",
+            group=group,
+            job_type="report",
+            dir=report.out.resolve(),
+            mode=mode,  # type: ignore[arg-type]
+            config={"folders": [str(f) for f in folders]},
+            reinit="create_new",
+        )
         run.log({f"report/{name}": wandb.Image(str(path)) for name, path in report.figures.items()})
-        run.log({f"report/tables/{name}": wandb.Table(dataframe=_plain(t)) for name, t in report.tables.items()
-                 if not t.empty and name != "points"})
+        run.log(
+            {
+                f"report/tables/{name}": wandb.Table(dataframe=_plain(t))
+                for name, t in report.tables.items()
+                if not t.empty and name != "points"
+            }
+        )
         run.log({"report/page": wandb.Html(report.html.read_text())})
         run.summary.update({"headline": report.headline})
         run.finish()
     except Exception as exc:  # the report on disk is complete; wandb is a copy
-        log.warning("logging the report to wandb failed (%s: %s); the report on disk is complete",
-                    type(exc).__name__, exc)
+        log.warning(
+            "logging the report to wandb failed (%s: %s); the report on disk is complete", type(exc).__name__, exc
+        )
         return False
     return True
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m testbed.report FOLDER...` / `testbed-report FOLDER...` / `make report SWEEP=FOLDER`."""
-    parser = argparse.ArgumentParser(prog="testbed-report", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="testbed-report",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("folders", nargs="+", help="sweep folders; every results.json under them is read")
     parser.add_argument("--out", help="report folder (default: <first folder>/report)")
     parser.add_argument("--metric", default=METRIC, help=f"capability column of the checkpoints (default {METRIC})")
     parser.add_argument("--resamples", type=int, default=analysis.N_RESAMPLES, help="bootstrap resamples")
-    parser.add_argument("--wandb", action=argparse.BooleanOptionalAction, default=True,
-                        help="also log to a wandb run of job type `report` (default: on, offline like the jobs)")
+    parser.add_argument(
+        "--wandb",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also log to a wandb run of job type `report` (default: on, offline like the jobs)",
+    )
     parser.add_argument("--wandb-project", default="testbed")
-    parser.add_argument("--wandb-mode", default=os.environ.get("WANDB_MODE") or "offline",
-                        choices=["offline", "online", "disabled"], help="default: $WANDB_MODE, else offline")
+    parser.add_argument(
+        "--wandb-mode",
+        default=os.environ.get("WANDB_MODE") or "offline",
+        choices=["offline", "online", "disabled"],
+        help="default: $WANDB_MODE, else offline",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     missing = [repr(f) for f in args.folders if not f or not Path(f).is_dir()]
@@ -84,8 +108,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     for _, p in problems.iterrows():
         print(f"  not in the analysis: {p['folder']}: {p['problem']}")
     for row in report.headline:
-        print(f"  {row['env']} {row['cell']} @ {row['rl_steps']:,} RL steps: BC {row['BC']} -> {row['BC+RL']}, "
-              f"CEG {row['CEG']}, cost-charged {row['CEG cost-charged']}")
+        print(
+            f"  {row['env']} {row['cell']} @ {row['rl_steps']:,} RL steps: BC {row['BC']} -> {row['BC+RL']}, "
+            f"CEG {row['CEG']}, cost-charged {row['CEG cost-charged']}"
+        )
     return 0
 
 

@@ -66,11 +66,25 @@ def frontier_figure(a: Analysis, env: str) -> Figure | None:
                     continue
                 seed_x = np.repeat(g[col].to_numpy(), g["n_seeds"].to_numpy())
                 ax.scatter(seed_x, np.concatenate(g["scores"].to_list()), s=10, color=cmap(i), alpha=0.35)
-                ax.scatter(g[col], g["score_iqm"], s=45, color=cmap(i), edgecolor="k", lw=0.5,
-                           label=f"BC, {d} demo episodes (IQM)")
+                ax.scatter(
+                    g[col],
+                    g["score_iqm"],
+                    s=45,
+                    color=cmap(i),
+                    edgecolor="k",
+                    lw=0.5,
+                    label=f"BC, {d} demo episodes (IQM)",
+                )
             frontier = a.frontiers[(name, axis)]
-            ax.scatter(10**frontier.log_cost, frontier.measured, s=70, color="k", marker="x", lw=1,
-                       label="best per cost, cross-fitted")
+            ax.scatter(
+                10**frontier.log_cost,
+                frontier.measured,
+                s=70,
+                color="k",
+                marker="x",
+                lw=1,
+                label="best per cost, cross-fitted",
+            )
             ax.plot(10**frontier.log_cost, frontier.score, "k.-", lw=1.5, label="frontier fit (isotonic)")
             _mapped_points(ax, ceg, axis)
             ax.set_xscale("log")
@@ -89,12 +103,23 @@ def _mapped_points(ax: Axes, ceg: pd.DataFrame, axis: str) -> None:
     censor = "ceg_censor" if axis == "flops" else "deg_censor"
     for i, (_, r) in enumerate(ceg.iterrows()):
         marker = {1: ">", -1: "<"}.get(int(r[censor]), "*")
-        ax.annotate("", xy=(r[eq], r["score"]), xytext=(r[own], r["score"]),
-                    arrowprops={"arrowstyle": "->", "color": "tab:red", "lw": 0.8})
-        ax.scatter([r[own]], [r["score"]], s=25, color="tab:red", marker="s",
-                   label="BC+RL at its own cost" if i == 0 else None)
-        ax.scatter([r[eq]], [r["score"]], s=60, color="tab:red", marker=marker,
-                   label="equivalent on the frontier (> / <: bound)" if i == 0 else None)
+        ax.annotate(
+            "",
+            xy=(r[eq], r["score"]),
+            xytext=(r[own], r["score"]),
+            arrowprops={"arrowstyle": "->", "color": "tab:red", "lw": 0.8},
+        )
+        ax.scatter(
+            [r[own]], [r["score"]], s=25, color="tab:red", marker="s", label="BC+RL at its own cost" if i == 0 else None
+        )
+        ax.scatter(
+            [r[eq]],
+            [r["score"]],
+            s=60,
+            color="tab:red",
+            marker=marker,
+            label="equivalent on the frontier (> / <: bound)" if i == 0 else None,
+        )
 
 
 def ceg_figure(a: Analysis, env: str) -> Figure | None:
@@ -109,9 +134,17 @@ def ceg_figure(a: Analysis, env: str) -> Figure | None:
         g = g.sort_values("rl_steps")
         for col, style, what in (("ceg", "-", "C_eq / C_BC"), ("ceg_charged", "--", "C_eq / (C_BC + C_RL)")):
             err = [g[col] - g[f"{col}_ci_low"], g[f"{col}_ci_high"] - g[col]]
-            ax.errorbar(g["rl_steps"], g[col], yerr=np.clip(err, 0, None), ls=style, color=colors[label],
-                        marker="o" if col == "ceg" else "s", mfc="none" if col != "ceg" else colors[label],
-                        capsize=3, label=f"{label}: {what}")
+            ax.errorbar(
+                g["rl_steps"],
+                g[col],
+                yerr=np.clip(err, 0, None),
+                ls=style,
+                color=colors[label],
+                marker="o" if col == "ceg" else "s",
+                mfc="none" if col != "ceg" else colors[label],
+                capsize=3,
+                label=f"{label}: {what}",
+            )
             for sign, marker in ((1, "^"), (-1, "v")):
                 bounds = g[g["ceg_censor"] == sign]
                 ax.scatter(bounds["rl_steps"], bounds[col], s=90, color=colors[label], marker=marker)
@@ -141,8 +174,15 @@ def matched_compute_figure(a: Analysis, env: str) -> Figure | None:
         g = g[g["total_flops"] > 0].sort_values("total_flops")
         err = np.clip([g["iqm"] - g["iqm_ci_low"], g["iqm_ci_high"] - g["iqm"]], 0, None)
         kind = g["kind"].iloc[0] if not g.empty else "bc_rl"
-        ax.errorbar(g["total_flops"], g["iqm"], yerr=np.nan_to_num(err), fmt="s-" if kind == "bc_rl" else "^-",
-                    color=colors[label], capsize=3, label=f"{KIND_NAMES[kind]}: {label}")
+        ax.errorbar(
+            g["total_flops"],
+            g["iqm"],
+            yerr=np.nan_to_num(err),
+            fmt="s-" if kind == "bc_rl" else "^-",
+            color=colors[label],
+            capsize=3,
+            label=f"{KIND_NAMES[kind]}: {label}",
+        )
     _reference_levels(ax, a.metric)
     ax.set_xscale("log")
     ax.set_xlabel("total compute, BC + RL (FLOPs, log scale)")
@@ -181,16 +221,26 @@ def _layer_panels(a: Analysis, env: str, what: str, ylabel: str, log_y: bool) ->
                 if lg[col].notna().any():
                     probe = col.split("/", 1)[1] if "/" in col else ""
                     ls = "--" if probe == "visited" or layer.startswith("critic/") else "-"
-                    ax.plot(lg["rl_steps"], lg[col], ls, marker="o", ms=3, color=plt.get_cmap("tab10")(j % 10),
-                            label=f"{layer} {probe}".strip())
+                    ax.plot(
+                        lg["rl_steps"],
+                        lg[col],
+                        ls,
+                        marker="o",
+                        ms=3,
+                        color=plt.get_cmap("tab10")(j % 10),
+                        label=f"{layer} {probe}".strip(),
+                    )
         _budget_axis(ax, g["rl_steps"], include_zero=False)
         if log_y:
             _log_y(ax)
         ax.set_title(label, fontsize=9)
         ax.legend(fontsize=6)
     axes[0][0].set_ylabel(ylabel + (" (log scale)" if log_y else "") + ", IQM over seeds")
-    title = ("relative weight change ||W - W_bc|| / ||W_bc|| per layer (dashed: critic)" if what == "rel_change"
-             else "linear CKA to the BC snapshot per hidden layer (solid: demo states, dashed: visited states)")
+    title = (
+        "relative weight change ||W - W_bc|| / ||W_bc|| per layer (dashed: critic)"
+        if what == "rel_change"
+        else "linear CKA to the BC snapshot per hidden layer (solid: demo states, dashed: visited states)"
+    )
     fig.suptitle(f"{env}: {title}", fontsize=10)
     fig.tight_layout()
     return fig
@@ -203,17 +253,28 @@ def gain_vs_drift_figure(a: Analysis, env: str) -> Figure | None:
         return None
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     colors = _colors(a, env)
-    for ax, (col, xlabel, log_x) in zip(axes, (
+    for ax, (col, xlabel, log_x) in zip(
+        axes,
+        (
             ("actor_rel_change", "actor relative weight change (log scale)", True),
-            ("cka_demo", "mean linear CKA to BC, demonstration states", False)), strict=True):
+            ("cka_demo", "mean linear CKA to BC, demonstration states", False),
+        ),
+        strict=True,
+    ):
         for label, g in t.groupby("label", sort=False):
             g = g.sort_values("rl_steps")
             err = np.clip([g["gain"] - g["gain_ci_low"], g["gain_ci_high"] - g["gain"]], 0, None)
-            ax.errorbar(g[col], g["gain"], yerr=np.nan_to_num(err), fmt="o-", color=colors[label], capsize=3,
-                        label=label)
+            ax.errorbar(
+                g[col], g["gain"], yerr=np.nan_to_num(err), fmt="o-", color=colors[label], capsize=3, label=label
+            )
             for _, r in g.iterrows():
-                ax.annotate(f"{int(r['rl_steps']):,}", (r[col], r["gain"]), fontsize=6, xytext=(3, 3),
-                            textcoords="offset points")
+                ax.annotate(
+                    f"{int(r['rl_steps']):,}",
+                    (r[col], r["gain"]),
+                    fontsize=6,
+                    xytext=(3, 3),
+                    textcoords="offset points",
+                )
         if log_x and (t[col] > 0).all():
             ax.set_xscale("log")
             ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))

@@ -43,23 +43,31 @@ See docs/report.md."""
 
 def render_html(folders: Sequence[Path], a: Analysis, report: Report) -> str:
     """One self-contained page: figures as base64 PNG, tables, method."""
-    parts = [f"<h1>testbed report</h1><p>{html.escape(', '.join(map(str, folders)))} &middot; {_now()} &middot; "
-             f"{int(a.sweep.jobs['included'].sum())} of {len(a.sweep.jobs)} jobs in the analysis</p>"]
+    parts = [
+        f"<h1>testbed report</h1><p>{html.escape(', '.join(map(str, folders)))} &middot; {_now()} &middot; "
+        f"{int(a.sweep.jobs['included'].sum())} of {len(a.sweep.jobs)} jobs in the analysis</p>"
+    ]
     if report.demonstrations:
         parts.append(f"<p><b>Setup</b>: {html.escape(_setup(report))}</p>")
     tables = display_tables(a, report)
     parts += [_html_table(*tables[0])]
     for name, path in report.figures.items():
         data = base64.b64encode(path.read_bytes()).decode()
-        parts.append(f'<figure><img alt="{name}" src="data:image/png;base64,{data}">'
-                     f"<figcaption>{html.escape(name)}: {html.escape(_caption(name))}</figcaption></figure>")
+        parts.append(
+            f'<figure><img alt="{name}" src="data:image/png;base64,{data}">'
+            f"<figcaption>{html.escape(name)}: {html.escape(_caption(name))}</figcaption></figure>"
+        )
     parts += [_html_table(*t) for t in tables[1:]]
     parts.append(f"<h2>Method</h2><p>{METHOD.format(metric=_metric_label(a.metric), n=a.n_resamples)}</p>")
-    style = ("body{font-family:sans-serif;max-width:1300px;margin:auto;padding:1em}table{border-collapse:collapse;"
-             "font-size:12px;margin-bottom:1.5em}td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}"
-             "th{background:#eee}img{max-width:100%}figure{margin:1em 0}figcaption{font-size:12px;color:#444}")
-    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>testbed report</title>"
-            f"<style>{style}</style></head><body>{''.join(parts)}</body></html>\n")
+    style = (
+        "body{font-family:sans-serif;max-width:1300px;margin:auto;padding:1em}table{border-collapse:collapse;"
+        "font-size:12px;margin-bottom:1.5em}td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}"
+        "th{background:#eee}img{max-width:100%}figure{margin:1em 0}figcaption{font-size:12px;color:#444}"
+    )
+    return (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>testbed report</title>"
+        f"<style>{style}</style></head><body>{''.join(parts)}</body></html>\n"
+    )
 
 
 def _setup(report: Report) -> str:
@@ -81,16 +89,20 @@ def render_markdown(folders: Sequence[Path], a: Analysis, report: Report) -> str
     lines += [f"![{name}]({path.name})\n\n*{name}: {_caption(name)}*\n" for name, path in report.figures.items()]
     lines += [_md_table(*t) for t in tables[1:]]
     method = METHOD.format(metric=_metric_label(a.metric), n=a.n_resamples)
-    lines.append("## Method\n\n" + method.replace("<b>", "**").replace("</b>", "**").replace("&gt;", ">")
-                 .replace("&lt;", "<") + "\n")
+    lines.append(
+        "## Method\n\n"
+        + method.replace("<b>", "**").replace("</b>", "**").replace("&gt;", ">").replace("&lt;", "<")
+        + "\n"
+    )
     return "\n".join(lines)
 
 
 def _md_table(title: str, note: str, df: pd.DataFrame) -> str:
     out = [f"## {title}\n\n{note}\n"]
     if not df.empty:
-        cells = [[str(c) for c in df.columns]] + [[("-" if _nan(v) else str(v)) for v in row]
-                                                 for row in df.itertuples(index=False)]
+        cells = [[str(c) for c in df.columns]] + [
+            [("-" if _nan(v) else str(v)) for v in row] for row in df.itertuples(index=False)
+        ]
         cells = [[c.replace("|", "\\|").replace("\n", " ") for c in row] for row in cells]
         out += ["| " + " | ".join(cells[0]) + " |", "|" + "---|" * len(cells[0])]
         out += ["| " + " | ".join(row) + " |" for row in cells[1:]]
@@ -107,9 +119,15 @@ def _now() -> str:
 
 
 def _summary(folders: Sequence[Path], a: Analysis, report: Report) -> dict[str, Any]:
-    return {"folders": [str(f) for f in folders], "metric": a.metric, "created": _now(),
-            "jobs": len(a.sweep.jobs), "jobs_included": int(a.sweep.jobs["included"].sum()),
-            "jobs_not_included": a.sweep.problems[["folder", "status", "problem"]].to_dict("records"),
-            "headline": report.headline, "demonstrations": report.demonstrations,
-            "figures": {k: str(v) for k, v in report.figures.items()},
-            "ceg": _plain(a.ceg).astype(object).where(a.ceg.notna(), None).to_dict("records")}  # NaN: null
+    return {
+        "folders": [str(f) for f in folders],
+        "metric": a.metric,
+        "created": _now(),
+        "jobs": len(a.sweep.jobs),
+        "jobs_included": int(a.sweep.jobs["included"].sum()),
+        "jobs_not_included": a.sweep.problems[["folder", "status", "problem"]].to_dict("records"),
+        "headline": report.headline,
+        "demonstrations": report.demonstrations,
+        "figures": {k: str(v) for k, v in report.figures.items()},
+        "ceg": _plain(a.ceg).astype(object).where(a.ceg.notna(), None).to_dict("records"),
+    }  # NaN: null

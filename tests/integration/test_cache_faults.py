@@ -28,11 +28,16 @@ pytestmark = pytest.mark.slow
 CfgFactory = Callable[..., DictConfig]
 
 
+def as_config(c: DictConfig) -> Config:
+    """A composed config as the Config its schema validated it against (what the cache functions take)."""
+    return cast(Config, c)
+
+
 @pytest.fixture(scope="module")
 def trained(cache_dir: Path) -> Path:
     """The fast expert's folder in the session cache (trained there once, shared with the other test files)."""
     cfg = make_cfg("env=cartpole", "debug=fast", "logger=none", f"cache_dir={cache_dir}")
-    return get_expert(cfg).path.parent
+    return get_expert(as_config(cfg)).path.parent
 
 
 @pytest.fixture
@@ -63,7 +68,7 @@ def edit_json(path: Path, **changes: object) -> None:
 
 
 def references(c: DictConfig) -> dict[str, float]:
-    return reference_returns(cast(Config, c), get_expert(cast(Config, c)))
+    return reference_returns(as_config(c), get_expert(as_config(c)))
 
 
 @pytest.mark.parametrize("end", ["random", "expert"])
@@ -87,11 +92,11 @@ def test_hand_edited_expert_return_in_meta_json_is_refused(cfg: CfgFactory, cach
     folder = expert_folder(cache)
     edit_json(folder / "meta.json", return_mean=123.0)
     with pytest.raises(CacheError, match=f"{folder / 'meta.json'}.*delete {folder}"):
-        get_expert(cfg())
+        get_expert(as_config(cfg()))
 
 
 def test_edited_user_expert_return_is_refused(cfg: CfgFactory, cache: Path) -> None:
-    user = cfg(f"expert.path={expert_folder(cache) / 'model.zip'}")
+    user = as_config(cfg(f"expert.path={expert_folder(cache) / 'model.zip'}"))
     get_expert(user)
     (path,) = (cache / "experts").glob("user-*.json")
     edit_json(path, return_mean=1.0)
@@ -100,7 +105,7 @@ def test_edited_user_expert_return_is_refused(cfg: CfgFactory, cache: Path) -> N
 
 
 def test_edited_checkpoint_returns_are_refused(cfg: CfgFactory, cache: Path) -> None:
-    job = cfg()
+    job = as_config(cfg())
     expert = get_expert(job)
     weaker_expert(job, expert, 0.3)
     path = expert.path.parent / f"checkpoint_returns-{job.expert.eval_episodes}.json"
@@ -112,7 +117,7 @@ def test_edited_checkpoint_returns_are_refused(cfg: CfgFactory, cache: Path) -> 
 
 
 def test_edited_dataset_record_is_refused(cfg: CfgFactory) -> None:
-    job = cfg()
+    job = as_config(cfg())
     demos = get_demonstrations(job, get_expert(job))
     edit_json(demos.path / "testbed.json", sources=[])
     with pytest.raises(CacheError, match=f"{demos.path / 'testbed.json'}.*delete {demos.path}"):
@@ -125,9 +130,9 @@ def test_edited_dataset_record_is_refused(cfg: CfgFactory) -> None:
 def test_expert_cached_unchecked_is_rejected_by_a_checked_job(cfg: CfgFactory, cache: Path) -> None:
     folder = expert_folder(cache)
     # The fast expert returns 500: a reference above it stands for an expert that misses the bar.
-    assert get_expert(cfg("env.reference_return=501")).return_mean < 501
+    assert get_expert(as_config(cfg("env.reference_return=501"))).return_mean < 501
     with pytest.raises(ExpertRejected, match=f"Cached expert {folder}.*below env.reference_return=501"):
-        get_expert(cfg("env.reference_return=501", "expert.check_reference=true"))
+        get_expert(as_config(cfg("env.reference_return=501", "expert.check_reference=true")))
     assert (folder / "meta.json").exists() and (folder / "model.zip").exists(), "nothing cached is deleted"
 
 
@@ -147,7 +152,7 @@ def test_expert_folder_without_meta_json_fails_before_training(
 def test_dataset_folder_without_testbed_json_fails_before_collecting(
     cfg: CfgFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    job = cfg()
+    job = as_config(cfg())
     demos = get_demonstrations(job, get_expert(job))
     (demos.path / "testbed.json").unlink()
     monkeypatch.setattr("testbed.demonstrations.collect_sources", _must_not_run("collecting"))
@@ -167,9 +172,9 @@ def _must_not_run(what: str) -> Callable[..., None]:
 
 def test_stale_staging_is_removed_and_the_job_completes(cfg: CfgFactory, cache: Path) -> None:
     job = cfg("rl.budgets=[0]")
-    expert = get_expert(job)
+    expert = get_expert(as_config(job))
     datasets = cache / "datasets" / "testbed"
-    dataset = f"cartpole-{demos_key(job, expert)[:16]}-v0"
+    dataset = f"cartpole-{demos_key(as_config(job), expert)[:16]}-v0"
     stale = [
         cache / "experts" / f".{expert.path.parent.name}.k9k9k9k9.tmp" / "checkpoints",  # cache.staging_dir
         datasets / f".{dataset}.k9k9k9k9.tmp" / "testbed" / dataset / "data",

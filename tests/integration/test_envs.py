@@ -4,10 +4,12 @@ velocity-masked job imitates the expert that sees the whole state."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pytest
 
+from testbed.config import Config
 from testbed.demonstrations import get_demonstrations
 from testbed.envs import VELOCITY_INDICES
 from testbed.expert import get_expert
@@ -50,9 +52,11 @@ def test_masked_job_imitates_the_full_observation_expert(cache_dir: Path, tmp_pa
     common = ("env=cartpole", "debug=fast", *TINY, "rl.budgets=[0]", f"cache_dir={cache_dir}")
     full = make_cfg(*common, f"output_dir={tmp_path / 'full'}")
     masked = make_cfg(*common, "env.mask_velocity=true", f"output_dir={tmp_path / 'masked'}")
-    expert = get_expert(full)
-    assert get_expert(masked).sha256 == expert.sha256, "one expert, trained on the whole state"
-    full_demos, masked_demos = get_demonstrations(full, expert), get_demonstrations(masked, expert)
+    # Composed configs are DictConfigs validated against the Config schema; run() takes the DictConfig itself.
+    full_cfg, masked_cfg = cast(Config, full), cast(Config, masked)
+    expert = get_expert(full_cfg)
+    assert get_expert(masked_cfg).sha256 == expert.sha256, "one expert, trained on the whole state"
+    full_demos, masked_demos = get_demonstrations(full_cfg, expert), get_demonstrations(masked_cfg, expert)
     hidden = VELOCITY_INDICES["CartPole-v1"]
     assert np.all(masked_demos.observations[:, hidden] == 0.0)
     kept = np.delete(masked_demos.observations, hidden, axis=1)

@@ -8,6 +8,7 @@ from typing import cast
 
 import numpy as np
 import pytest
+from stable_baselines3.common.policies import ActorCriticPolicy
 
 from testbed.config import Config
 from testbed.demonstrations import demos_key
@@ -62,7 +63,8 @@ def test_a_learner_width_sweep_shares_one_expert(cache_dir: Path) -> None:
     narrow = get_expert(cast(Config, make_cfg(*BASE, f"cache_dir={cache_dir}", "env.net_arch=[32,32]")))
     wide = get_expert(cast(Config, make_cfg(*BASE, f"cache_dir={cache_dir}", "env.net_arch=[256,256]")))
     assert narrow.path == wide.path and wide.source == "cache"
-    assert [m.out_features for m in wide.model.policy.mlp_extractor.policy_net if hasattr(m, "out_features")] == [
+    policy = cast(ActorCriticPolicy, wide.model.policy)  # a PPO expert's
+    assert [m.out_features for m in policy.mlp_extractor.policy_net if hasattr(m, "out_features")] == [
         64,
         64,
     ], "the expert keeps its own architecture"

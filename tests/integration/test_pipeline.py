@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pytest
 import torch
+from torch.distributions import Categorical
 
 from testbed.bc import to_tensors, train_bc
 from testbed.demonstrations import get_demonstrations
@@ -84,7 +86,8 @@ def test_handoff_is_exact_and_warmup_leaves_the_actor_alone(fast_cfg, warmup: in
     train_bc(model.policy, demos, cfg.bc, seed=0, progress=False)
     obs, _ = to_tensors(model.policy, demos)
     with torch.no_grad():
-        bc_probs = model.policy.get_distribution(obs).distribution.probs.clone()
+        # CartPole: SB3's CategoricalDistribution, whose torch distribution is one Categorical
+        bc_probs = cast(Categorical, model.policy.get_distribution(obs).distribution).probs.clone()
     seen = {}
 
     def on_checkpoint(steps, m):  # type: ignore[no-untyped-def]

@@ -22,8 +22,14 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 def run_module(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
     """`python -m <module> args` in a subprocess, as a user would run it; fails the test with its output."""
-    proc = subprocess.run([sys.executable, "-m", *args], cwd=cwd, capture_output=True, text=True,
-                          env=os.environ | {"PYTHONHASHSEED": "0"}, timeout=900)
+    proc = subprocess.run(
+        [sys.executable, "-m", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env=os.environ | {"PYTHONHASHSEED": "0"},
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
 
@@ -33,8 +39,15 @@ def sweeps(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Path:
     """Two fast sweeps under one folder: BC then PPO to 512 steps (seeds 0, 1), and BC only at 50 and 200
     gradient steps. The second BC-only job's folder is then deleted, as if lost."""
     root = tmp_path_factory.mktemp("report")
-    common = ["testbed.cli", "-m", "env=cartpole", "debug=fast", f"cache_dir={cache_dir}", "logger=none",
-              "hydra.launcher.n_jobs=1"]  # in-process jobs: two cores shared, no worker start-up
+    common = [
+        "testbed.cli",
+        "-m",
+        "env=cartpole",
+        "debug=fast",
+        f"cache_dir={cache_dir}",
+        "logger=none",
+        "hydra.launcher.n_jobs=1",
+    ]  # in-process jobs: two cores shared, no worker start-up
     run_module(*common, "seed=0,1", "rl.budgets=[0,512]", f"hydra.sweep.dir={root / 'sweeps' / 'rl'}")
     run_module(*common, "rl.budgets=[0]", "bc.grad_steps=50,200", f"hydra.sweep.dir={root / 'sweeps' / 'bc'}")
     lost = json.loads((root / "sweeps" / "bc" / "sweep.json").read_text())["jobs"][1]["results"]
@@ -49,8 +62,9 @@ def test_report_builds_from_a_real_sweep(sweeps: Path) -> None:
 
     # 1. Every figure: a valid, non-empty PNG, embedded in the page.
     figures = sorted(report.glob("*.png"))
-    assert {f.stem for f in figures} >= {f"cartpole_{k}" for k in ("capability", "frontier", "ceg", "drift_layers",
-                                                                    "cka_layers", "matched_compute")}
+    assert {f.stem for f in figures} >= {
+        f"cartpole_{k}" for k in ("capability", "frontier", "ceg", "drift_layers", "cka_layers", "matched_compute")
+    }
     page = (report / "index.html").read_text()
     for figure in figures:
         data = figure.read_bytes()

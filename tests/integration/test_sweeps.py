@@ -94,6 +94,17 @@ def test_presets_set_what_their_question_needs() -> None:
     }
 
 
+def test_preset_variants_are_named_as_their_jobs_would_be_by_default() -> None:
+    """A variant's name is the one its settings get without `variant=` (a job started by hand is named alike),
+    and rl.budgets is one list value, never a sweep; bc_only (BC with rl.budgets=[0]) is the one name of its own."""
+    for name in ("study", "anchoring"):
+        firsts = {next(o for o in job if o.startswith("variant=")): job for job in preset_jobs(name, "seed=0")}
+        for variant, job in firsts.items():
+            derived = make_cfg(f"experiment={name}", *(o for o in job if o != variant)).variant
+            assert derived == variant.removeprefix("variant=") or variant == "variant=bc_only", (name, derived)
+            assert [o for o in job if o.startswith("rl.budgets")] in ([], ["rl.budgets=[0]"])
+
+
 def test_study_is_the_union_of_the_presets_so_their_results_are_reused() -> None:
     # One seed and one demonstration count keep it fast: 3 BC-only cells, BC+RL and scratch.
     def hashes(name: str) -> set[str]:
@@ -208,8 +219,15 @@ def test_parallel_jobs_produce_a_missing_expert_and_dataset_once(tmp_path: Path)
 def two_job_sweep(tmp_path: Path, cache_dir: Path, name: str, *launcher: str) -> Path:
     """A 2-seed BC-only sweep through `launcher`; asserts both jobs completed and returns the sweep folder."""
     sweep_dir = tmp_path / "multirun" / name
-    rc, log = run_sweep(tmp_path / "sweep.log", *TINY, "rl.budgets=[0]", "seed=0,1", f"cache_dir={cache_dir}",
-                        f"hydra.sweep.dir={sweep_dir}", *launcher)
+    rc, log = run_sweep(
+        tmp_path / "sweep.log",
+        *TINY,
+        "rl.budgets=[0]",
+        "seed=0,1",
+        f"cache_dir={cache_dir}",
+        f"hydra.sweep.dir={sweep_dir}",
+        *launcher,
+    )
     assert rc == 0, log
     jobs = manifest(sweep_dir)
     assert [job["status"] for job in jobs] == ["complete", "complete"]
@@ -219,8 +237,9 @@ def two_job_sweep(tmp_path: Path, cache_dir: Path, name: str, *launcher: str) ->
 
 @pytest.mark.slow
 def test_submitit_local_launcher_runs_a_real_multirun(tmp_path: Path, cache_dir: Path) -> None:
-    sweep_dir = two_job_sweep(tmp_path, cache_dir, "submitit", "hydra/launcher=submitit_local",
-                              "hydra.launcher.timeout_min=10")
+    sweep_dir = two_job_sweep(
+        tmp_path, cache_dir, "submitit", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10"
+    )
     assert (sweep_dir / ".submitit").is_dir(), "the jobs ran through submitit"
 
 

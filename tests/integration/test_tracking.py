@@ -18,8 +18,13 @@ from tests.unit.test_tracking import records_of, run_records, run_summary, wandb
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
-SUMMARY_KEYS = {"summary/final_score", "summary/start_score", "summary/gain", "summary/rl_steps",
-                "summary/bc_val_agreement"}
+SUMMARY_KEYS = {
+    "summary/final_score",
+    "summary/start_score",
+    "summary/gain",
+    "summary/rl_steps",
+    "summary/bc_val_agreement",
+}
 
 
 def read_results(folder: Path) -> dict[str, Any]:
@@ -76,8 +81,12 @@ def test_offline_run_holds_config_rl_curves_drift_tables_summary_and_artifacts(f
 
     # 5. Artifacts: files for the policies and the expert, a reference (not a copy) for the dataset.
     artifacts = {a["name"]: a for a in records_of(records, "artifact") if a["type"] != "run_table"}
-    assert set(artifacts) == {"expert-cartpole", "demos-cartpole", "bc_policy-cartpole-bc-s0",
-                              "final_policy-cartpole-bc-s0"}
+    assert set(artifacts) == {
+        "expert-cartpole",
+        "demos-cartpole",
+        "bc_policy-cartpole-bc-s0",
+        "final_policy-cartpole-bc-s0",
+    }
     demos = artifacts["demos-cartpole"]
     assert json.loads(demos["metadata"])["sha256"] == data["artifacts"]["demos"]["sha256"]
     assert all(e["ref"].startswith("file://") for e in demos["manifest"]["contents"])
@@ -87,8 +96,19 @@ def test_offline_run_holds_config_rl_curves_drift_tables_summary_and_artifacts(f
 def test_multirun_gives_one_run_per_job_with_its_own_config(cache_dir: Path, tmp_path: Path) -> None:
     # One worker runs both jobs, one after the other in one process: where wandb would hand back the old run.
     sweep = tmp_path / "sweep"
-    cmd = [sys.executable, "-m", "testbed.cli", "-m", "seed=0,1", "env=cartpole", "debug=fast",
-           "rl.budgets=[0,512]", "hydra.launcher.n_jobs=1", f"cache_dir={cache_dir}", f"hydra.sweep.dir={sweep}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "testbed.cli",
+        "-m",
+        "seed=0,1",
+        "env=cartpole",
+        "debug=fast",
+        "rl.budgets=[0,512]",
+        "hydra.launcher.n_jobs=1",
+        f"cache_dir={cache_dir}",
+        f"hydra.sweep.dir={sweep}",
+    ]
     subprocess.run(cmd, cwd=REPO, env=os.environ, check=True, capture_output=True, text=True)
     jobs = sorted(p.parent for p in sweep.rglob("results.json"))
     assert len(jobs) == 2
@@ -105,7 +125,9 @@ def test_multirun_gives_one_run_per_job_with_its_own_config(cache_dir: Path, tmp
 
 
 def test_wandb_failing_at_start_costs_no_result(
-    fast_cfg, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture  # type: ignore[no-untyped-def]
+    fast_cfg,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,  # type: ignore[no-untyped-def]
 ) -> None:
     import wandb
 
@@ -121,7 +143,9 @@ def test_wandb_failing_at_start_costs_no_result(
 
 
 def test_wandb_failing_mid_run_costs_no_result(
-    fast_cfg, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture  # type: ignore[no-untyped-def]
+    fast_cfg,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,  # type: ignore[no-untyped-def]
 ) -> None:
     import wandb
 

@@ -92,7 +92,14 @@ def test_voting_of_one_is_the_bc_policy_and_leaves_rl_alone(fast_cfg, plain: dic
 
 
 def test_voting_by_samples_costs_one_policy(fast_cfg) -> None:  # type: ignore[no-untyped-def]
+    """Whatever K, voting by samples costs the job's one BC run and one forward pass per step. That the vote
+    follows the policy's probabilities is a known answer, tested in tests/unit/test_anchoring.py."""
     data = run(fast_cfg("voting.enabled=true", "voting.mode=samples", "voting.ks=[1,3]", "rl.budgets=[0]"))
-    for row in data["voting"]:
+    one, three = data["voting"]
+    assert (one["voting/k"], three["voting/k"], one["voting/mode"]) == (1, 3, "samples")
+    bc_flops = data["checkpoints"][0]["compute/bc/flops"]
+    for row in (one, three):
         assert row["compute/voting/forward_passes_per_step"] == 1 and row["compute/voting/bc_policies"] == 1
-        assert 0.0 <= row["eval/success_rate"] <= 1.0
+        assert row["compute/voting/train_flops"] == bc_flops > 0
+        assert row["compute/voting/eval_flops"] == row["compute/voting/flops_per_step"] * row["eval/env_steps"]
+    assert three["compute/voting/flops_per_step"] == one["compute/voting/flops_per_step"] > 0

@@ -53,8 +53,14 @@ class LinearFeatures(BaseFeaturesExtractor):
 
 def test_shared_features_extractor_counted_once() -> None:
     env = gym.make("CartPole-v1")  # obs 4 -> shared features 8 -> 64 -> 64 -> 2 actions / 1 value
-    policy = ActorCriticPolicy(env.observation_space, env.action_space, lambda _: 3e-4, net_arch=[64, 64],
-                               features_extractor_class=LinearFeatures, share_features_extractor=True)
+    policy = ActorCriticPolicy(
+        env.observation_space,
+        env.action_space,
+        lambda _: 3e-4,
+        net_arch=[64, 64],
+        features_extractor_class=LinearFeatures,
+        share_features_extractor=True,
+    )
     assert policy.pi_features_extractor is policy.vf_features_extractor
     features = 4 * 8 + 8
     actor = features + 8 * 64 + 64 + 64 * 64 + 64 + 64 * 2 + 2

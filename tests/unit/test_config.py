@@ -5,14 +5,27 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
 from omegaconf.errors import ValidationError
 
+from testbed.config import BCConfig, DemosConfig, EvalConfig, ExpertConfig, RLConfig, VotingConfig
 from testbed.pipeline import run
+from testbed.results import run_name
 from testbed.validation import validate_job
 from tests.conftest import CONF, make_cfg
 
 GROUP_OPTIONS = sorted((p.parent.name, p.stem) for p in CONF.glob("*/*.yaml") if p.parent.name not in ("hydra",))
+# Each group's default.yaml and the schema whose defaults it writes out.
+GROUP_SCHEMAS = {
+    "expert": ExpertConfig,
+    "demos": DemosConfig,
+    "bc": BCConfig,
+    "rl": RLConfig,
+    "eval": EvalConfig,
+    "voting": VotingConfig,
+}
 
 
 @pytest.mark.parametrize(("group", "option"), GROUP_OPTIONS)
@@ -23,17 +36,58 @@ def test_every_conf_file_composes_and_validates(group: str, option: str) -> None
     validate_job(cfg)
 
 
-def test_typo_in_key_names_the_key() -> None:
+def test_default_group_files_are_the_schema_defaults() -> None:
+    """conf/<group>/default.yaml writes out the schema's defaults (the schema types them and code builds them):
+    the same keys and values, written and composed, so the two never drift apart."""
+    assert set(GROUP_SCHEMAS) == {p.parent.name for p in CONF.glob("*/default.yaml")}, "a default.yaml is untested"
+    composed = make_cfg()
+    for group, schema in GROUP_SCHEMAS.items():
+        defaults = OmegaConf.to_container(OmegaConf.structured(schema))
+        assert OmegaConf.to_container(OmegaConf.load(CONF / group / "default.yaml")) == defaults, group
+        assert OmegaConf.to_container(composed[group]) == defaults, group
+
+
+@pytest.mark.parametrize("key", ["bc.grad_stepz", "rl.anchor.coeff", "voting.enable"])
+def test_typo_in_key_names_the_key(key: str) -> None:
     with pytest.raises(ConfigCompositionException) as info:
-        make_cfg("bc.grad_stepz=10")
-    assert "grad_stepz" in str(info.value) or "grad_stepz" in str(info.value.__cause__)
+        make_cfg(f"{key}=10")
+    name = key.rsplit(".", 1)[1]
+    assert name in str(info.value) or name in str(info.value.__cause__)
 
 
-def test_wrong_type_names_the_key() -> None:
+@pytest.mark.parametrize("key", ["bc.grad_steps", "rl.anchor.coef", "voting.enabled"])
+def test_wrong_type_names_the_key(key: str) -> None:
     with pytest.raises((ConfigCompositionException, ValidationError)) as info:
-        make_cfg("bc.grad_steps=many")
+        make_cfg(f"{key}=many")
     text = str(info.value) + str(info.value.__cause__)
-    assert "grad_steps" in text
+    assert key.rsplit(".", 1)[1] in text
+
+
+@pytest.mark.parametrize(
+    ("overrides", "variant"),
+    [
+        ((), "bc"),
+        (("rl.init=scratch",), "scratch"),
+        (("rl.anchor.kind=bc_kl",), "bc_kl"),
+        (("rl.anchor.kind=kickstart",), "kickstart"),
+        (("rl.anchor.kind=ewc",), "ewc"),
+        (("voting.enabled=true",), "voting"),
+        (("voting.enabled=true", "rl.anchor.kind=bc_kl"), "bc_kl_voting"),
+        (("rl.anchor.kind=bc_kl", "variant=x"), "x"),
+    ],
+)
+def test_the_default_variant_names_what_makes_the_run(overrides: tuple[str, ...], variant: str) -> None:
+    """Run identity cannot collide: an anchored or voting job started by hand is not named like plain BC+RL."""
+    cfg = make_cfg(*overrides)
+    assert cfg.variant == variant and run_name(cfg) == f"pendulum-{variant}-s0"
+
+
+def test_job_folders_carry_the_variant() -> None:
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=["rl.anchor.kind=bc_kl"], return_hydra_config=True)
+    hydra = OmegaConf.to_container(cfg.hydra, resolve=False)
+    assert isinstance(hydra, dict) and cfg.variant == "bc_kl"
+    assert "_${variant}_s${seed}" in hydra["run"]["dir"] and "_${variant}_s${seed}" in hydra["sweep"]["subdir"]
 
 
 def test_typo_in_group_option_fails() -> None:
@@ -73,3 +127,5 @@ def test_the_console_script_finds_the_configs_from_any_folder(tmp_path: Path) ->
     script = Path(sys.executable).parent / "testbed"
     done = subprocess.run([str(script), "--help"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "== Configuration groups ==" in done.stdout, done.stderr[-2000:]
+    groups = done.stdout.split("== Configuration groups ==")[1].split("== Config ==")[0]
+    assert "bc: default\n" in groups and "_schema" not in groups, "only conf/ files are group options"

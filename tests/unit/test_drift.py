@@ -132,8 +132,8 @@ def test_sparse_update_gives_exact_sparsity(cartpole: ActorCriticPolicy) -> None
     assert m["drift/weights/actor/sparsity@1e-08"] == 1.0
 
 
-def test_layer_table_has_one_row_per_layer(cartpole: ActorCriticPolicy) -> None:
-    rows = drift.layer_table(drift.weight_drift(cartpole, snapshot(cartpole)))
+def test_weight_drift_by_layer_has_one_row_per_layer(cartpole: ActorCriticPolicy) -> None:
+    rows = drift.weight_drift_by_layer(drift.weight_drift(cartpole, snapshot(cartpole)))
     layers = [r["layer"] for r in rows]
     assert layers == [
         "actor/policy_net.0", "actor/policy_net.2", "critic/value_net.0", "critic/value_net.2",

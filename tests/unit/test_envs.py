@@ -19,9 +19,33 @@ ENV_NAMES = sorted(p.stem for p in (CONF / "env").glob("*.yaml"))
 MASKABLE = sorted(name for name in ENV_NAMES if make_cfg(f"env={name}").env.id in VELOCITY_INDICES)
 
 
-def test_the_issue_envs_are_all_configured() -> None:
-    assert set(ENV_NAMES) >= {"cartpole", "acrobot", "mountaincar", "lunarlander", "pendulum", "doorkey"}
-    assert set(MASKABLE) >= {"cartpole", "pendulum", "lunarlander"}
+# The env each config file must build.
+ENV_IDS = {
+    "acrobot": "Acrobot-v1",
+    "cartpole": "CartPole-v1",
+    "doorkey": "MiniGrid-DoorKey-5x5-v0",
+    "lunarlander": "LunarLander-v3",
+    "mountaincar": "MountainCar-v0",
+    "pendulum": "Pendulum-v1",
+}
+# The env files whose velocity components are known (testbed.envs.VELOCITY_INDICES), so env.mask_velocity works.
+VELOCITY_ENVS = {"acrobot", "cartpole", "lunarlander", "mountaincar", "pendulum"}
+
+
+def test_each_env_file_builds_its_own_env_and_masking_covers_the_known_velocities() -> None:
+    """Every env file composes to its own env id and builds that env; `env.mask_velocity` works for exactly the
+    configured envs whose velocity components are known (every entry of VELOCITY_INDICES has a config) and
+    fails loudly, naming the key, for the others."""
+    ids = {name: make_cfg(f"env={name}").env.id for name in ENV_NAMES}
+    assert ENV_IDS.items() <= ids.items(), ids
+    assert len(set(ids.values())) == len(ids), f"two env files build the same env: {ids}"
+    for name, env_id in ids.items():
+        assert make_env(make_cfg(f"env={name}").env).unwrapped.spec.id == env_id  # type: ignore[union-attr]
+    assert set(MASKABLE) >= VELOCITY_ENVS, MASKABLE
+    assert {ids[name] for name in MASKABLE} == set(VELOCITY_INDICES), "a velocity table entry with no env file"
+    for name in sorted(set(ENV_NAMES) - set(MASKABLE)):
+        with pytest.raises(ValueError, match="env.mask_velocity"):
+            make_env(make_cfg(f"env={name}", "env.mask_velocity=true").env)
 
 
 @pytest.mark.parametrize("name", ENV_NAMES)
@@ -53,7 +77,8 @@ def test_env_passes_gymnasium_checker(name: str) -> None:
             gym_check_env(env.unwrapped, skip_render_check=True)
             # With the testbed's wrappers; MiniGrid's ImgObsWrapper cannot be rebuilt from a spec, which only the
             # close check needs.
-            gym_check_env(env, skip_render_check=True, skip_close_check=env.unwrapped.spec.id.startswith("MiniGrid"))
+            minigrid = env.unwrapped.spec is not None and env.unwrapped.spec.id.startswith("MiniGrid")
+            gym_check_env(env, skip_render_check=True, skip_close_check=minigrid)
 
 
 @pytest.mark.parametrize("name", ENV_NAMES)
@@ -159,6 +184,7 @@ def test_training_env_streams_are_independent_across_job_seeds() -> None:
     starts = {}
     for seed in (0, 1):
         model = build_ppo(cfg, make_vec_env(cfg, seed), seed)
+        assert model.env is not None
         starts[seed] = [tuple(obs) for obs in model.env.reset()]
         expected = [tuple(make_env(cfg).reset(seed=s)[0]) for s in train_env_seeds(seed, cfg.n_envs)]
         assert starts[seed] == expected, "env i's first reset uses train_env_seeds(seed)[i]"

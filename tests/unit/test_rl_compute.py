@@ -58,8 +58,11 @@ def tiny_model(algo: type[PPO], **ppo: Any) -> tuple[PPO, Any]:
 
 
 def expected_flops(model: PPO, row: dict[str, Any], anchor: int) -> int:
-    return (rollout_flops(model.policy, row["compute/rl/env_steps"])
-            + train_flops(actor_critic_params(model.policy), row["compute/rl/samples"]) + anchor)
+    return (
+        rollout_flops(model.policy, row["compute/rl/env_steps"])
+        + train_flops(actor_critic_params(model.policy), row["compute/rl/samples"])
+        + anchor
+    )
 
 
 @pytest.mark.parametrize("algo", [PPO, AnchoredPPO])

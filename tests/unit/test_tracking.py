@@ -54,11 +54,22 @@ def results_with(rows: list[dict[str, Any]], bc: dict[str, Any] | None = None) -
 
 
 def test_summary_compares_the_largest_budget_with_the_start() -> None:
-    rows = [
-        {"rl_steps": 1024, "eval/return_mean": 300.0, "eval/normalized_score": 0.6, "eval/success_rate": None,
-         "drift/kl/demo": 0.5, "drift_table": [{"layer": "a"}]},
-        {"rl_steps": 0, "eval/return_mean": 100.0, "eval/normalized_score": 0.2, "eval/success_rate": None,
-         "drift/kl/demo": 0.0},
+    rows: list[dict[str, Any]] = [
+        {
+            "rl_steps": 1024,
+            "eval/return_mean": 300.0,
+            "eval/normalized_score": 0.6,
+            "eval/success_rate": None,
+            "drift/kl/demo": 0.5,
+            "drift_table": [{"layer": "a"}],
+        },
+        {
+            "rl_steps": 0,
+            "eval/return_mean": 100.0,
+            "eval/normalized_score": 0.2,
+            "eval/success_rate": None,
+            "drift/kl/demo": 0.0,
+        },
     ]
     bc = {"val_agreement": 0.9, "val_loss": 0.3, "samples": 512, "curve": []}
     out = tracking.summary(results_with(rows, bc))
