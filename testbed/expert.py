@@ -242,8 +242,8 @@ def _check_cached_reference(folder: Path, cfg: Config, return_mean: float) -> No
         raise ExpertRejected(
             f"Cached expert {folder} for {cfg.env.id} reached {return_mean:.1f}, below env.reference_return="
             f"{cfg.env.reference_return} (it was cached by a job with expert.check_reference=false); raise "
-            "env.expert_timesteps or tune env.expert_kwargs for a better one, or set expert.check_reference=false to use "
-            "this one (nothing was deleted)."
+            "env.expert_timesteps or tune env.expert_kwargs for a better one, or set expert.check_reference=false "
+            "to use this one (nothing was deleted)."
         )
 
 
