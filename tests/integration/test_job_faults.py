@@ -66,6 +66,9 @@ def cli(cwd: Path, *args: str, log: Path) -> subprocess.Popen:
             stdout=out,
             stderr=subprocess.STDOUT,
             env=ENV,
+            # A shell without job control starts background commands (a CI runner, `make test &`) with SIGINT
+            # ignored, and the child would inherit that; give it the default, as a terminal's Ctrl-C sees.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
 
 
@@ -224,9 +227,12 @@ def test_an_interrupted_job_records_interrupted(sig: signal.Signals, tmp_path: P
         f"hydra.run.dir={tmp_path / 'run'}",
         log=log,
     )
-    wait_until(lambda: in_ppo(folder), proc, log)  # then PPO runs toward a million steps
-    proc.send_signal(sig)
-    assert proc.wait(timeout=120) != 0
+    try:
+        wait_until(lambda: in_ppo(folder), proc, log)  # then PPO runs toward a million steps
+        proc.send_signal(sig)
+        assert proc.wait(timeout=120) != 0
+    finally:
+        proc.kill()  # a failed wait must not leave a million-step job running
     data = read_results(folder)
     assert data["status"] == "interrupted" and data["finished_at"], log.read_text()
     assert data["error"]["type"] == "KeyboardInterrupt"
