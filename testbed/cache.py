@@ -114,6 +114,19 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
             tmp.unlink(missing_ok=True)  # gone after the rename; the cut file otherwise
 
 
+def atomic_create_json(path: str | Path, obj: Any) -> None:
+    """Create `path` holding `obj`, whole, or raise FileExistsError if it exists: the content is written to a
+    temp file first and hard-linked into place (link is atomic and never replaces), so no reader ever sees an
+    empty or half-written file and two creators never both win."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(STAGING_RANDOM // 2)}.tmp")
+    atomic_write_json(tmp, obj)
+    try:
+        os.link(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def atomic_write_json(path: str | Path, obj: Any) -> None:
     """`atomic_write` of `obj` as indented JSON."""
     atomic_write(path, lambda f: f.write(json.dumps(obj, indent=2, default=_json_default).encode()))

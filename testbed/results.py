@@ -5,7 +5,6 @@ whole or not at all."""
 from __future__ import annotations
 
 import logging
-import os
 import platform
 import tempfile
 import traceback
@@ -17,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from testbed.cache import CacheError, atomic_write_json, content_hash, read_json
+from testbed.cache import CacheError, atomic_create_json, atomic_write_json, content_hash, read_json
 
 if TYPE_CHECKING:  # types only: reading results (analysis, report) need not import torch
     from testbed.bc import BCResult
@@ -141,7 +140,6 @@ class ResultsFile:
 
     def __init__(self, folder: Path, cfg: DictConfig):
         self.path = Path(folder) / RESULTS_FILE
-        claim_results(self.path, config_hash(cfg))
         # Every key of TOP_LEVEL_KEYS, in its order; those not set here start as null.
         self.data: dict[str, Any] = dict.fromkeys(TOP_LEVEL_KEYS) | {
             "schema_version": SCHEMA_VERSION,
@@ -159,7 +157,7 @@ class ResultsFile:
             "checkpoints": [],
             "timings": {},
         }
-        self.write()
+        claim_results(self.path, self.data)
 
     def record_expert(self, stage: ExpertStage) -> None:
         e = stage.expert
@@ -252,24 +250,26 @@ class ResultsFile:
             raise OSError(exc.errno, f"could not write {self.path}: {exc.strerror or exc}") from exc
 
 
-def claim_results(path: Path, expected_hash: str) -> None:
-    """Make `path` (a results.json) this job's, or raise FileExistsError naming its folder.
+def claim_results(path: Path, data: dict[str, Any]) -> None:
+    """Write a new job's first results.json to `path`, or raise FileExistsError naming its folder.
 
-    The file is created exclusively (O_EXCL is atomic), so two jobs given one folder never share it. One that
-    exists may be taken over only by a rerun of the same config after a failed or interrupted attempt.
+    The file is created exclusively and whole (cache.atomic_create_json), so two jobs given one folder never
+    share it and no reader sees it empty. One that exists may be taken over only by a rerun of the same config
+    after a failed or interrupted attempt.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        atomic_create_json(path, data)
         return
     except FileExistsError:
         pass
     try:
         old = read_json(path)
     except (OSError, ValueError, CacheError):
-        old = {}  # empty (another job is just claiming it) or corrupt: not ours to overwrite
+        old = {}  # corrupt: not ours to overwrite
     old = old if isinstance(old, dict) else {}
-    if old.get("status") in RERUNNABLE and old.get("config_hash") == expected_hash:
+    if old.get("status") in RERUNNABLE and old.get("config_hash") == data["config_hash"]:
+        atomic_write_json(path, data)
         return
     raise FileExistsError(
         f"{path.parent} already holds the results.json of another job ({old.get('run_name', 'unreadable')}, "

@@ -76,3 +76,15 @@ def test_dataset_files_follow_the_umask(tmp_path: Path, umask_022: None) -> None
     wrong = {str(p): oct(mode(p)) for p in [folder, *folder.rglob("*")] if mode(p) != (0o755 if p.is_dir() else 0o644)}
     assert not wrong, wrong
     assert [p.name for p in folder.parent.iterdir()] == [folder.name], "no staging folder is left behind"
+
+
+def test_exclusive_create_writes_whole_or_refuses_and_leaves_nothing(tmp_path: Path) -> None:
+    """A job's first results.json: never an empty file a reader could see, never a second creator's."""
+    from testbed.cache import atomic_create_json
+
+    path = tmp_path / "results.json"
+    atomic_create_json(path, {"who": "first"})
+    with pytest.raises(FileExistsError):
+        atomic_create_json(path, {"who": "second"})
+    assert json.loads(path.read_text()) == {"who": "first"}
+    assert [p.name for p in tmp_path.iterdir()] == ["results.json"], "no temp file left"
