@@ -32,7 +32,10 @@ class EnvConfig:
     # The expert's own algorithm, hyperparameters and architecture: what trains it (and all that keys its cache),
     # apart from the learner's `ppo`, `net_arch` and `activation` below, so a learner setting never retrains it.
     expert_timesteps: int = 100_000  # env steps to train the expert
-    expert_algo: str = "ppo"  # SB3 algorithm of the expert only, "ppo" | "dqn"; BC and fine-tuning are always PPO
+    # The expert's algorithm only, "ppo" | "dqn" (SB3, trained here) | "planner" (an exact scripted expert, no
+    # training: env.expert_planner names it); BC and fine-tuning are always PPO.
+    expert_algo: str = "ppo"
+    expert_planner: str | None = None  # with expert_algo=planner: a name in testbed/planners.py PLANNERS
     expert_kwargs: dict[str, Any] = field(default_factory=dict)  # its SB3 keyword arguments (not policy_kwargs)
     expert_net_arch: list[int] | None = None  # hidden widths; None: SB3's default for expert_algo
     expert_activation: str | None = None  # "tanh" | "relu"; None: SB3's default for expert_algo

@@ -257,7 +257,7 @@ def write_dataset(
                 env=None,
                 observation_space=env.observation_space,
                 action_space=env.action_space,
-                algorithm_name=f"SB3 {env_cfg.expert_algo.upper()} expert",
+                algorithm_name=f"{env_cfg.expert_algo} expert",  # SB3 ppo or dqn, or an exact planner
                 author="testbed",
                 description=f"Expert demonstrations for {env_cfg.id} (testbed cache key {key}).",
             )

@@ -63,7 +63,15 @@ def _minigrid_flat(env: gym.Env) -> gym.Env:
     return gym.wrappers.FlattenObservation(ImgObsWrapper(env))
 
 
-WRAPPERS: dict[str, Callable[[gym.Env], gym.Env]] = {"minigrid_flat": _minigrid_flat}
+def _minigrid_full(env: gym.Env) -> gym.Env:
+    from minigrid.wrappers import FullyObsWrapper, ImgObsWrapper
+
+    # The whole grid (width x height x 3 integers, the agent's cell holding its direction), flattened: the task is
+    # fully observed, so an exact planner expert (testbed/planners.py) can act on the observation alone.
+    return gym.wrappers.FlattenObservation(ImgObsWrapper(FullyObsWrapper(env)))
+
+
+WRAPPERS: dict[str, Callable[[gym.Env], gym.Env]] = {"minigrid_flat": _minigrid_flat, "minigrid_full": _minigrid_full}
 
 
 def _register_extra_envs() -> None:
@@ -95,6 +103,12 @@ def check_spaces(cfg: EnvConfig) -> None:
         )
     if not isinstance(act_space, gym.spaces.Discrete | gym.spaces.Box):
         raise ValueError(f"{where} has action space {act_space}: the testbed supports Discrete or Box actions only.")
+    full_grid = cfg.wrapper == "minigrid_full" and isinstance(act_space, gym.spaces.Discrete)
+    if cfg.expert_algo == "planner" and not full_grid:
+        raise ValueError(
+            f"env.expert_algo='planner' acts on a fully observed MiniGrid grid: env.id='{cfg.id}' needs "
+            f"env.wrapper=minigrid_full (it has {cfg.wrapper})."
+        )
     if cfg.expert_algo == "dqn" and not isinstance(act_space, gym.spaces.Discrete):
         raise ValueError(
             f"env.expert_algo='dqn' needs a Discrete action space, and env.id='{cfg.id}' has {act_space}; "

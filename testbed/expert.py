@@ -30,6 +30,7 @@ from testbed.cache import (
 from testbed.config import Config, EnvConfig
 from testbed.envs import env_key_fields, make_env, make_vec_env
 from testbed.evaluate import Capability, evaluate, normalized_score, policy_act, random_act
+from testbed.planners import PlannerModel, source_sha256
 from testbed.policy import ACTIVATIONS, expert_policy_kwargs, params_sha256
 
 log = logging.getLogger(__name__)
@@ -50,18 +51,21 @@ class ExpertRejected(RuntimeError):
 class Expert:
     """An SB3 expert and what is known about it."""
 
-    model: BaseAlgorithm  # PPO unless env.expert_algo says otherwise
-    path: Path  # the SB3 zip
+    model: BaseAlgorithm | PlannerModel  # PPO unless env.expert_algo says otherwise
+    path: Path  # the SB3 zip (a planner's: testbed/planners.py)
     sha256: str  # of the zip's bytes: its integrity on disk, not its identity (see params_sha256)
     key: str  # cache key (content hash of its config); its params_sha256 for a user's own expert
     return_mean: float  # on the expert's own check episodes (expert.eval_episodes): the reference check
     return_std: float
-    source: str  # "trained" | "cache" | "user" | "checkpoint" (a weaker, earlier expert)
+    source: str  # "trained" | "cache" | "user" | "checkpoint" (a weaker, earlier expert) | "planner"
     steps: int | None = None  # training env steps behind this model, where known
 
     @property
     def params_sha256(self) -> str:
-        """Its identity: a hash of its parameters (equal for identical trainings, unlike the zip's bytes)."""
+        """Its identity: a hash of its parameters (equal for identical trainings, unlike the zip's bytes); a
+        planner's is the hash of the planners' source."""
+        if isinstance(self.model, PlannerModel):
+            return self.sha256
         return params_sha256(self.model.policy)
 
 
@@ -73,6 +77,7 @@ def expert_key(cfg: Config) -> str:
         {
             "env": env_key_fields(env),
             "algo": env.expert_algo,
+            **(_planner_key(env) if env.expert_algo == "planner" else {}),
             "kwargs": expert_kwargs(env),
             "net_arch": None if env.expert_net_arch is None else list(env.expert_net_arch),
             "activation": env.expert_activation,
@@ -82,6 +87,10 @@ def expert_key(cfg: Config) -> str:
             "versions": library_versions(),
         }
     )
+
+
+def _planner_key(env: EnvConfig) -> dict[str, Any]:
+    return {"planner": env.expert_planner, "planner_sha256": source_sha256()}
 
 
 def expert_view(cfg: Config) -> Config:
@@ -97,6 +106,8 @@ def get_expert(cfg: Config) -> Expert:
     cfg = expert_view(cfg)
     if cfg.expert.path:
         return _load_user_expert(cfg)
+    if cfg.env.expert_algo == "planner":
+        return _planner_expert(cfg)
     key = expert_key(cfg)
     folder = Path(cfg.cache_dir) / "experts" / f"{cfg.env.name}-{key[:16]}"
     with locked(folder):  # parallel jobs asking for the same expert train it once
@@ -106,6 +117,21 @@ def get_expert(cfg: Config) -> Expert:
         else:
             source = "cache"
         return _load_cached(folder, cfg, source)
+
+
+def _planner_expert(cfg: Config) -> Expert:
+    """The exact planner env.expert_planner; its return on the check episodes is measured once and cached."""
+    model = PlannerModel(str(cfg.env.expert_planner))
+    key = expert_key(cfg)
+    path = Path(cfg.cache_dir) / "experts" / f"{cfg.env.name}-planner-{key[:16]}.json"
+    stats = _cached_return(path, lambda: evaluate(cfg.env, policy_act(model), cfg.expert.eval_episodes))
+    if cfg.expert.check_reference and stats["return_mean"] < cfg.env.reference_return:
+        raise ExpertRejected(
+            f"Planner '{model.name}' reached {stats['return_mean']:.2f} on {cfg.env.id}, below "
+            f"env.reference_return={cfg.env.reference_return}."
+        )
+    planner_file = Path(sys.modules[PlannerModel.__module__].__file__ or "")
+    return Expert(model, planner_file, source_sha256(), key, stats["return_mean"], stats["return_std"], "planner", 0)
 
 
 class _SaveCheckpoints(BaseCallback):
@@ -130,8 +156,11 @@ class _SaveCheckpoints(BaseCallback):
 
 def check_expert_kwargs(cfg: EnvConfig) -> None:
     """Fail at startup, naming the key, on an unknown env.expert_algo or an argument it would reject."""
+    if cfg.expert_algo == "planner":
+        PlannerModel(str(cfg.expert_planner))  # names env.expert_planner when unknown
+        return
     if cfg.expert_algo not in ALGOS:
-        raise ValueError(f"env.expert_algo='{cfg.expert_algo}' is not one of {sorted(ALGOS)}")
+        raise ValueError(f"env.expert_algo='{cfg.expert_algo}' is not one of {sorted([*ALGOS, 'planner'])}")
     if cfg.expert_activation is not None and cfg.expert_activation not in ACTIVATIONS:
         raise ValueError(f"env.expert_activation='{cfg.expert_activation}' is not one of {sorted(ACTIVATIONS)}")
     if "policy_kwargs" in cfg.expert_kwargs:
@@ -275,6 +304,11 @@ def weaker_expert(cfg: Config, expert: Expert, quality: float) -> Expert:
     """
     if quality >= 1.0:
         return expert
+    if expert.source == "planner":
+        raise ValueError(
+            f"demos.expert_quality={quality}: a planner expert (env.expert_algo=planner) has no training checkpoints "
+            "to be weaker with; use demos.epsilon for imperfect demonstrations."
+        )
     cfg = expert_view(cfg)
     folder = expert.path.parent
     meta = read_record(folder / "meta.json", rebuild=folder) if expert.source != "user" else {}
@@ -340,7 +374,7 @@ def reference_returns(cfg: Config, expert: Expert) -> dict[str, float]:
         "seed": cfg.eval.seed,
     }
     path = Path(cfg.cache_dir) / "references" / f"{cfg.env.name}-expert-{content_hash(fields)[:16]}.json"
-    ret = _cached_return(path, lambda: evaluate(env, policy_act(expert.model.policy), cfg.eval.episodes, cfg.eval.seed))
+    ret = _cached_return(path, lambda: evaluate(env, policy_act(expert.model), cfg.eval.episodes, cfg.eval.seed))
     return {
         "random_return": random["return_mean"],
         "random_return_std": random["return_std"],

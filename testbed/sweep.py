@@ -4,7 +4,8 @@ Takes the sweep's overrides (hydra.sweeper.params, hydra.sweeper.variants, the c
 Hydra's job returns; on the way it writes sweep.json, one line per job, into the sweep folder:
 
 1. Variants: `variants: {name: {key: values}}` is a union of grids; each is crossed with `params` and the
-   command line and sets `variant=name`, so one sweep can hold a BC-only frontier, BC+RL and RL from scratch.
+   command line and sets `variant=name` (unless its grid sets `variant`), so one sweep can hold a BC-only
+   frontier, BC+RL and RL from scratch, or several envs.
 2. A folder of its own: `hydra.sweep.dir` is created exclusively (suffixed _2, _3 ... when taken), so two
    sweeps started in the same second never share one.
 3. Resume: a job whose config hash already has a complete results.json in any sweep folder beside this one
@@ -139,7 +140,8 @@ def expand(
 
     Later sources win for the same key (command line over variant over params), as in Hydra's basic sweeper.
     """
-    grids = [[*as_overrides(grid), f"variant={name}"] for name, grid in variants.items()] or [[]]
+    # A variant's grid may name its jobs' variant itself, so variants of different envs can share a name.
+    grids = [[f"variant={name}", *as_overrides(grid)] for name, grid in variants.items()] or [[]]
     jobs: list[list[str]] = []
     for grid in grids:
         overrides = parser.parse_overrides([*as_overrides(params), *grid, *arguments])
