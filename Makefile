@@ -17,7 +17,7 @@ ENV ?=
 SWEEP ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install lock run test test-fast lint format type check bench clean report study sweep
+.PHONY: help install lock run test test-fast lint format type check bench clean report study study-all sweep
 
 help:  ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -33,9 +33,10 @@ $(STAMP): $(LOCK) pyproject.toml
 install: $(STAMP)  ## Create .venv and install exactly requirements.lock, then the project (no dependencies)
 
 # Deliberately only: resolves pyproject.toml's ranges anew (newest versions that fit) into requirements.lock.
+# The lock holds the extras dev (test tools) and ray (the Ray launcher, tested in CI on a local Ray instance).
 lock:  ## Regenerate requirements.lock from pyproject.toml (then commit it; `make install` applies it)
 	test -x $(UV) || { test -x $(PY) || $(PYTHON) -m venv $(VENV); $(PY) -m pip install -q uv==$(UV_VERSION); }
-	$(UV) pip compile pyproject.toml --extra dev --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
+	$(UV) pip compile pyproject.toml --extra dev --extra ray --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
 		$(TORCH_SOURCE) --generate-hashes --no-emit-find-links --no-emit-index-url -o $(LOCK)
 
 run: install  ## Run the default experiment (ARGS="key=value ..." for Hydra overrides)
@@ -82,6 +83,16 @@ study: install  ## The study preset (frontier, BC+RL, RL from scratch; 5 seeds) 
 	dir=$$(ls -d multirun/*/$${stamp}_study* | head -n 1); \
 	$(PY) -m testbed.report $$dir || status=1; \
 	echo "study: $$(( $$(date +%s) - start )) s wall (sweep + report); report: $$dir/report/index.html"; \
+	exit $$status
+
+# The cross-env gap study (conf/experiment/gap.yaml: four envs, graded imitation starts, RL from scratch) as one
+# sweep into multirun/gap/<time>_gap, then its report with the cross-env section; prints the wall time of both.
+study-all: install  ## The cross-env gap-to-cover study (experiments/gap_to_cover.md) and its report, timed
+	@stamp=$$(date +%Y-%m-%d_%H-%M-%S); start=$$(date +%s); \
+	$(PY) -m testbed.cli -m experiment=gap "hydra.sweep.dir=multirun/gap/$${stamp}_gap" $(ARGS); status=$$?; \
+	dir=$$(ls -d multirun/gap/$${stamp}_gap* | head -n 1); \
+	$(PY) -m testbed.report $$dir || status=1; \
+	echo "study-all: $$(( $$(date +%s) - start )) s wall (sweep + report); report: $$dir/report/index.html"; \
 	exit $$status
 
 clean:  ## Remove run outputs and caches (keeps .venv; `rm -rf .venv` for a full reset)
