@@ -77,10 +77,12 @@ report: install  ## Report of sweep folder(s): make report SWEEP="multirun/<env>
 # The study preset as one sweep into multirun/<env>/<time>_study, then its report (built even when jobs
 # failed: it lists them); prints the wall time of both. ENV= picks the env (default: conf/config.yaml's).
 study: install  ## The study preset (frontier, BC+RL, RL from scratch; 5 seeds) and its report, timed
-	@stamp=$$(date +%Y-%m-%d_%H-%M-%S); start=$$(date +%s); \
+	@stamp=$$(date +%Y-%m-%d_%H-%M-%S); start=$$(date +%s); t0=$$(date +%s.%N); \
 	$(PY) -m testbed.cli -m experiment=study $(if $(ENV),env=$(ENV)) \
 		"hydra.sweep.dir=multirun/\$${env.name}/$${stamp}_study" $(ARGS); status=$$?; \
+	wall=$$(awk -v t0=$$t0 -v t1=$$(date +%s.%N) 'BEGIN { printf "%.3f", t1 - t0 }'); \
 	dir=$$(ls -d multirun/*/$${stamp}_study* | head -n 1); \
+	$(PY) -m testbed.analysis.timing $$dir --wall $$wall || status=1; \
 	$(PY) -m testbed.report $$dir || status=1; \
 	echo "study: $$(( $$(date +%s) - start )) s wall (sweep + report); report: $$dir/report/index.html"; \
 	exit $$status
@@ -88,9 +90,11 @@ study: install  ## The study preset (frontier, BC+RL, RL from scratch; 5 seeds) 
 # The cross-env gap study (conf/experiment/gap.yaml: four envs, graded imitation starts, RL from scratch) as one
 # sweep into multirun/gap/<time>_gap, then its report with the cross-env section; prints the wall time of both.
 study-all: install  ## The cross-env gap-to-cover study (experiments/gap_to_cover.md) and its report, timed
-	@stamp=$$(date +%Y-%m-%d_%H-%M-%S); start=$$(date +%s); \
+	@stamp=$$(date +%Y-%m-%d_%H-%M-%S); start=$$(date +%s); t0=$$(date +%s.%N); \
 	$(PY) -m testbed.cli -m experiment=gap "hydra.sweep.dir=multirun/gap/$${stamp}_gap" $(ARGS); status=$$?; \
+	wall=$$(awk -v t0=$$t0 -v t1=$$(date +%s.%N) 'BEGIN { printf "%.3f", t1 - t0 }'); \
 	dir=$$(ls -d multirun/gap/$${stamp}_gap* | head -n 1); \
+	$(PY) -m testbed.analysis.timing $$dir --wall $$wall || status=1; \
 	$(PY) -m testbed.report $$dir || status=1; \
 	echo "study-all: $$(( $$(date +%s) - start )) s wall (sweep + report); report: $$dir/report/index.html"; \
 	exit $$status
