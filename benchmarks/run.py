@@ -1,6 +1,6 @@
 """Run benchmarks by name and print their numbers: `python -m benchmarks.run [name ...] [key=value ...]` (all
 without a name). Hydra overrides (`key=value`) go to the benchmarks that compose a config (those in TAKES_OVERRIDES),
-e.g. `python -m benchmarks.run bc_speed env=cartpole`.
+e.g. `python -m benchmarks.run bc_speed env=cartpole` (`memory env=a,b` picks the envs it measures).
 
 A benchmark is a function that returns {metric: number} (those in TAKES_OVERRIDES take Hydra overrides as
 positional arguments), measuring its baseline in the same run so the ratio it reports holds on a loaded
@@ -19,8 +19,9 @@ BENCHMARKS: dict[str, str] = {
     "parallel": "benchmarks.parallel:main",  # 4 equal jobs, 2 joblib workers against 1 (target >= 1.7x)
     "bc_speed": "benchmarks.bc_speed:main",  # BC samples/s vs a DataLoader loop (>= 5x, no worse loss at equal time)
     "default_job": "benchmarks.default_job:main",  # cold/warm wall, peak RSS, eval+drift share of RL time
+    "memory": "benchmarks.memory:main",  # peak RSS of one job per env (doorkey8, pendulum) against 1 GiB
 }
-TAKES_OVERRIDES = {"bc_speed"}
+TAKES_OVERRIDES = {"bc_speed", "memory"}
 
 
 def load(name: str) -> Callable[..., dict[str, float]]:
