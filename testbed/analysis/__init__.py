@@ -26,9 +26,14 @@ draws and writes them. The method, in brief (docs/research.md has the long form)
   within each cross-fitting half, and the BC+RL cell, with the same draw where they share seeds), the
   frontier is refitted on every resample and the point mapped through it; percentile interval.
 
+- The *gap to cover* (`gap`): per start and capability target, the RL steps and FLOPs to first reach the target
+  (interpolated between checkpoints linearly in log(steps), linearly in steps from step 0 to the first checkpoint;
+  censored where no checkpoint reaches it), the drift at that moment, and the share of the capability that BC
+  delivered; one row per env for the report's cross-env section.
+
 The modules, in the order the data flows: `load` (sweep folders -> jobs and their checkpoint rows), `cells`
-(cell identity and labels), `frontier` (the fit, its inverse and the gains' CIs, on arrays only) and `tables`
-(every table of the report, and `analyse()`, which makes them all).
+(cell identity and labels), `frontier` (the fit, its inverse and the gains' CIs, on arrays only), `tables`
+(every table of the report, and `analyse()`, which makes them all) and `gap` (the cross-env gap study).
 """
 
 from testbed.analysis.cells import (
@@ -41,6 +46,7 @@ from testbed.analysis.cells import (
     kinds,
 )
 from testbed.analysis.frontier import Frontier, fit_frontier, iqm
+from testbed.analysis.gap import TARGETS, Gap, gap_analysis, gap_table, reach_point, reach_table, share_table
 from testbed.analysis.load import Sweep, load
 from testbed.analysis.tables import (
     AXES,
@@ -71,8 +77,10 @@ __all__ = [
     "FRONTIER_KEYS",
     "METRIC",
     "N_RESAMPLES",
+    "TARGETS",
     "Analysis",
     "Frontier",
+    "Gap",
     "Sweep",
     "aggregate",
     "analyse",
@@ -84,12 +92,17 @@ __all__ = [
     "fit_frontiers",
     "flatten",
     "frontier_cells",
+    "gap_analysis",
+    "gap_table",
     "iqm",
     "kinds",
     "layer_table",
     "load",
     "matched_compute_table",
     "probability_of_improvement",
+    "reach_point",
+    "reach_table",
     "scratch_table",
+    "share_table",
     "tradeoff_table",
 ]

@@ -16,7 +16,10 @@ import pandas as pd
 
 from testbed import analysis
 from testbed.analysis import METRIC
+from testbed.analysis.gap import Gap, gap_analysis
 from testbed.report.figures import FIGURES, _save
+from testbed.report.gap import raw_tables
+from testbed.report.gap_figures import CROSS_ENV_FIGURES
 from testbed.report.pages import _summary, render_html, render_markdown
 from testbed.report.tables import _plain, _raw_tables, demonstrations, display_tables, headline
 
@@ -42,6 +45,7 @@ class Report:
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)  # table name -> the numbers (raw)
     headline: list[dict[str, Any]] = field(default_factory=list)  # one row per BC+RL cell at its largest budget
     demonstrations: dict[str, dict[str, Any]] = field(default_factory=dict)  # env -> which sets seeds cloned
+    gap: Gap | None = None  # the cross-env gap study, where the report covers more than one env
 
     @property
     def html(self) -> Path:
@@ -63,7 +67,11 @@ def build(
     n_resamples: int = analysis.N_RESAMPLES,
     figures: Sequence[str] | None = None,
 ) -> Report:
-    """Load the sweep folders, analyse them and write the report (`figures`: names in FIGURES, default all)."""
+    """Load the sweep folders, analyse them and write the report (`figures`: names in FIGURES, default all).
+
+    With more than one env, also the cross-env section (testbed.analysis.gap, testbed.report.gap): its tables,
+    its figures (names in CROSS_ENV_FIGURES, written as cross_env_<name>.png) and summary.json's `cross_env`.
+    """
     roots = [Path(f) for f in folders]
     sweep = analysis.load(roots)
     if sweep.jobs.empty:
@@ -74,7 +82,16 @@ def build(
     report.tables = _raw_tables(result)
     report.headline = headline(result)
     report.demonstrations = demonstrations(result)
-    for env in sorted(result.capability["env"].unique()) if not result.capability.empty else []:
+    envs = sorted(result.capability["env"].unique()) if not result.capability.empty else []
+    if len(envs) > 1:  # the cross-env section: the gap imitation leaves to RL, one row per env
+        report.gap = gap_analysis(sweep.points, result.ceg, metric, n_resamples=n_resamples)
+        report.tables |= raw_tables(report.gap)
+        for name, draw_all in CROSS_ENV_FIGURES.items():
+            if figures is None or name in figures:
+                fig = draw_all(report.gap)
+                if fig is not None:
+                    report.figures[f"cross_env_{name}"] = _save(fig, report.out / f"cross_env_{name}.png")
+    for env in envs:
         for name, draw in FIGURES.items():
             if figures is not None and name not in figures:
                 continue

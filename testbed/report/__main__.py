@@ -22,6 +22,7 @@ import matplotlib
 from testbed import analysis
 from testbed.analysis import METRIC
 from testbed.report import NothingToReport, Report, build
+from testbed.report.gap import console_lines
 from testbed.report.tables import _plain
 
 log = logging.getLogger(__name__)
@@ -107,6 +108,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"report: {report.html}  ({len(report.figures)} figures; markdown {report.markdown})")
     for _, p in problems.iterrows():
         print(f"  not in the analysis: {p['folder']}: {p['problem']}")
+    for line in console_lines(report.gap) if report.gap is not None else []:
+        print(f"  {line}")
     for row in report.headline:
         print(
             f"  {row['env']} {row['cell']} @ {row['rl_steps']:,} RL steps: BC {row['BC']} -> {row['BC+RL']}, "

@@ -14,6 +14,8 @@ import pandas as pd
 
 from testbed.analysis import Analysis
 from testbed.report.figures import FIGURES
+from testbed.report.gap import INTRO, cross_env_tables, summary
+from testbed.report.gap_figures import CROSS_ENV_FIGURES
 from testbed.report.tables import _metric_label, _nan, _plain, display_tables
 
 if TYPE_CHECKING:
@@ -51,12 +53,13 @@ def render_html(folders: Sequence[Path], a: Analysis, report: Report) -> str:
         parts.append(f"<p><b>Setup</b>: {html.escape(_setup(report))}</p>")
     tables = display_tables(a, report)
     parts += [_html_table(*tables[0])]
-    for name, path in report.figures.items():
-        data = base64.b64encode(path.read_bytes()).decode()
-        parts.append(
-            f'<figure><img alt="{name}" src="data:image/png;base64,{data}">'
-            f"<figcaption>{html.escape(name)}: {html.escape(_caption(name))}</figcaption></figure>"
-        )
+    if report.gap is not None:
+        cross = cross_env_tables(report.gap)
+        parts.append(f"<h2>Cross-env: the gap imitation leaves to RL</h2><p>{html.escape(INTRO)}</p>")
+        parts += [_html_table(*t) for t in cross[:4]]
+        parts += [_html_figure(name, path) for name, path in report.figures.items() if _cross_env(name)]
+        parts += [_html_table(*t) for t in cross[4:]]
+    parts += [_html_figure(name, path) for name, path in report.figures.items() if not _cross_env(name)]
     parts += [_html_table(*t) for t in tables[1:]]
     parts.append(f"<h2>Method</h2><p>{METHOD.format(metric=_metric_label(a.metric), n=a.n_resamples)}</p>")
     style = (
@@ -68,6 +71,18 @@ def render_html(folders: Sequence[Path], a: Analysis, report: Report) -> str:
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>testbed report</title>"
         f"<style>{style}</style></head><body>{''.join(parts)}</body></html>\n"
     )
+
+
+def _html_figure(name: str, path: Path) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return (
+        f'<figure><img alt="{name}" src="data:image/png;base64,{data}">'
+        f"<figcaption>{html.escape(name)}: {html.escape(_caption(name))}</figcaption></figure>"
+    )
+
+
+def _cross_env(name: str) -> bool:
+    return name.startswith("cross_env_")
 
 
 def _setup(report: Report) -> str:
@@ -86,7 +101,14 @@ def render_markdown(folders: Sequence[Path], a: Analysis, report: Report) -> str
         lines.append(f"**Setup**: {_setup(report)}\n")
     tables = display_tables(a, report)
     lines.append(_md_table(*tables[0]))
-    lines += [f"![{name}]({path.name})\n\n*{name}: {_caption(name)}*\n" for name, path in report.figures.items()]
+    figure = "![{0}]({1})\n\n*{0}: {2}*\n"
+    if report.gap is not None:
+        cross = cross_env_tables(report.gap)
+        lines.append(f"## Cross-env: the gap imitation leaves to RL\n\n{INTRO}\n")
+        lines += [_md_table(*t) for t in cross[:4]]
+        lines += [figure.format(n, p.name, _caption(n)) for n, p in report.figures.items() if _cross_env(n)]
+        lines += [_md_table(*t) for t in cross[4:]]
+    lines += [figure.format(n, p.name, _caption(n)) for n, p in report.figures.items() if not _cross_env(n)]
     lines += [_md_table(*t) for t in tables[1:]]
     method = METHOD.format(metric=_metric_label(a.metric), n=a.n_resamples)
     lines.append(
@@ -110,7 +132,9 @@ def _md_table(title: str, note: str, df: pd.DataFrame) -> str:
 
 
 def _caption(name: str) -> str:
-    """The docstring of the function that drew figure `<env>_<kind>`."""
+    """The docstring of the function that drew figure `<env>_<kind>` (or `cross_env_<kind>`)."""
+    if _cross_env(name):
+        return " ".join((CROSS_ENV_FIGURES[name.removeprefix("cross_env_")].__doc__ or "").split())
     return next(((draw.__doc__ or "").strip() for kind, draw in FIGURES.items() if name.endswith(f"_{kind}")), "")
 
 
@@ -130,4 +154,4 @@ def _summary(folders: Sequence[Path], a: Analysis, report: Report) -> dict[str, 
         "demonstrations": report.demonstrations,
         "figures": {k: str(v) for k, v in report.figures.items()},
         "ceg": _plain(a.ceg).astype(object).where(a.ceg.notna(), None).to_dict("records"),
-    }  # NaN: null
+    } | ({"cross_env": summary(report.gap)} if report.gap is not None else {})  # NaN: null
