@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 import time
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,11 +35,11 @@ def default_config(*overrides: str) -> Config:
     """The default job's config, composed as the CLI composes it."""
     from hydra import compose, initialize_config_dir
 
-    from testbed.config import register_configs
+    from testbed.config import register_configs, to_config
 
     register_configs()
     with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[1] / "conf"), version_base="1.3"):
-        return cast(Config, compose("config", overrides=["logger=none", *overrides]))
+        return to_config(compose("config", overrides=["logger=none", *overrides]))
 
 
 @torch.no_grad()

@@ -18,7 +18,7 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from testbed.cache import read_json  # noqa: E402
-from testbed.config import Config, register_configs  # noqa: E402
+from testbed.config import register_configs, to_config  # noqa: E402
 from testbed.envs import VELOCITY_INDICES  # noqa: E402
 from testbed.expert import get_expert  # noqa: E402
 from testbed.pipeline import run  # noqa: E402
@@ -47,7 +47,7 @@ def make_cfg(*overrides: str) -> DictConfig:
 def expert_row(env: str, cache_dir: str) -> dict[str, Any]:
     """The cached expert's return and training cost (training it on a cache miss)."""
     cfg = make_cfg(f"env={env}", f"cache_dir={cache_dir}", "logger=none", "progress=false")
-    expert = get_expert(cast(Config, cfg))
+    expert = get_expert(to_config(cfg))
     meta = read_json(expert.path.parent / "meta.json")
     return {
         "env": env,

@@ -153,7 +153,7 @@ def train_bc(
     policy.set_training_mode(True)
     n, batch = len(y_tr), min(cfg.batch_size, len(y_tr))
     batches, samples, window, curve = minibatches(x_tr, y_tr, batch, generator), 0, [], []
-    # Plain floats: reading an OmegaConf node on every step costs more than the arithmetic.
+    # Read once into locals: the loop below is BC's hot path.
     ent_coef, l2_coef, log_every = float(cfg.ent_coef), float(cfg.l2_coef), int(cfg.log_every)
     bar = tqdm(range(cfg.grad_steps), desc="bc", disable=not (progress and sys.stderr.isatty()))
     for step in bar:

@@ -1,4 +1,5 @@
-"""Typed config schemas, registered in Hydra's ConfigStore so a typo or wrong type fails at compose time."""
+"""Typed config schemas, registered in Hydra's ConfigStore so a typo or wrong type fails at compose time; a composed
+config becomes frozen instances of the same dataclasses (to_config), which is what every stage receives."""
 
 from __future__ import annotations
 
@@ -7,13 +8,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import II, MISSING, OmegaConf
+from omegaconf import II, MISSING, DictConfig, OmegaConf
 
 # numpy's seed range: every seed reaches np.random.seed (the job's through set_random_seed, the others through SB3).
 SEED_RANGE = (0, 2**32)
 
 
-@dataclass
+@dataclass(frozen=True)
 class EnvConfig:
     """One gymnasium task, with the references and PPO hyperparameters that go with it."""
 
@@ -49,7 +50,7 @@ class EnvConfig:
     activation: str = "tanh"  # "tanh" | "relu"
 
 
-@dataclass
+@dataclass(frozen=True)
 class ExpertConfig:
     """Where the expert comes from and how it is checked."""
 
@@ -59,6 +60,8 @@ class ExpertConfig:
     seed: int = 0  # the expert's own seed, independent of the job's seed so jobs share it
 
 
+# Not frozen, unlike the others: OmegaConf makes each list element of a frozen dataclass a read-only node, and an
+# override of one element (`demos.mix.0.epsilon=0.5`) writes into it.
 @dataclass
 class DemoSource:
     """One more source of episodes mixed into the demonstrations (same seed and determinism as the main one)."""
@@ -68,7 +71,7 @@ class DemoSource:
     expert_quality: float | None = None  # a weaker expert: see DemosConfig.expert_quality
 
 
-@dataclass
+@dataclass(frozen=True)
 class DemosConfig:
     """Expert demonstrations collected for behaviour cloning."""
 
@@ -86,7 +89,7 @@ class DemosConfig:
     seed: int = II("seed")
 
 
-@dataclass
+@dataclass(frozen=True)
 class BCConfig:
     """Behaviour cloning into the SB3 ActorCriticPolicy that PPO fine-tunes."""
 
@@ -99,7 +102,7 @@ class BCConfig:
     log_every: int = 100  # gradient steps between logged losses
 
 
-@dataclass
+@dataclass(frozen=True)
 class AnchorConfig:
     """A term pulling PPO's actor (never the critic) toward the BC policy; see testbed/anchoring.py."""
 
@@ -116,7 +119,7 @@ class AnchorConfig:
     fisher_states: int = 1000  # demonstration states (one sampled action each) for EWC's Fisher
 
 
-@dataclass
+@dataclass(frozen=True)
 class RLConfig:
     """PPO fine-tuning: from the BC weights or from scratch, evaluated at each budget."""
 
@@ -128,7 +131,7 @@ class RLConfig:
     anchor: AnchorConfig = field(default_factory=AnchorConfig)  # anchoring the actor to the BC policy
 
 
-@dataclass
+@dataclass(frozen=True)
 class VotingConfig:
     """Sampling-and-voting at the BC policy (no RL): K policies act by vote; see testbed/voting.py."""
 
@@ -139,7 +142,7 @@ class VotingConfig:
     mode: str = "seeds"
 
 
-@dataclass
+@dataclass(frozen=True)
 class EvalConfig:
     """Capability on fixed evaluation seeds, disjoint from training seeds."""
 
@@ -151,7 +154,7 @@ class EvalConfig:
     sparsity_tols: list[float] = field(default_factory=lambda: [1e-8, 1e-6, 1e-4])  # absolute |delta| tolerances
 
 
-@dataclass
+@dataclass(frozen=True)
 class LoggerConfig:
     """Experiment tracking (wandb); results.json is written regardless."""
 
@@ -163,7 +166,7 @@ class LoggerConfig:
     dir: str | None = None  # where wandb/ goes; None: the job's output folder
 
 
-@dataclass
+@dataclass(frozen=True)
 class Config:
     """A whole job: one env, one seed, one variant, BC then PPO over the RL budgets."""
 
@@ -211,10 +214,33 @@ OmegaConf.register_new_resolver("testbed_env_name", env_name, replace=True)
 OmegaConf.register_new_resolver("testbed_variant", variant_name, replace=True)
 
 
+def to_config(cfg: DictConfig) -> Config:
+    """A composed config as the frozen Config its schema typed it against, every interpolation resolved: what the
+    stages take. Raises on a missing mandatory value, naming its key."""
+    config = OmegaConf.to_object(cfg)
+    if not isinstance(config, Config):
+        raise TypeError(f"expected a config composed against the Config schema, got {type(config).__name__}")
+    return config
+
+
 def register_configs() -> None:
     """Register the schema that conf/config.yaml extends, so every conf/ file is validated against it.
 
     One node types the whole config, each group included; the group files (conf/bc/default.yaml ...) write its
     defaults out. No per-group schema is stored: none is used, and each would be listed as a group option.
     """
-    ConfigStore.instance().store(name="config_schema", node=Config)
+    ConfigStore.instance().store(name="config_schema", node=_writable(OmegaConf.structured(Config)))
+
+
+def _writable(node: DictConfig) -> DictConfig:
+    """`node` with none of its nodes read-only. OmegaConf makes the node of a frozen dataclass read-only, and Hydra
+    merges the conf/ files and the overrides into the schema; the instances to_config makes stay frozen."""
+    OmegaConf.set_readonly(node, None)  # None: as its parent, and the root has none (writable)
+    for key, child in node.items_ex(resolve=False):
+        if not isinstance(child, DictConfig):
+            continue
+        if OmegaConf.is_missing(node, key):  # env: no nodes below it until a conf/env file fills it
+            OmegaConf.set_readonly(child, None)
+        else:
+            _writable(child)
+    return node

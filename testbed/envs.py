@@ -7,7 +7,6 @@ from collections.abc import Callable, Sequence
 
 import gymnasium as gym
 import numpy as np
-from omegaconf import OmegaConf
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 
@@ -143,11 +142,7 @@ def env_key_fields(cfg: EnvConfig) -> dict:
 
 def full_observation(cfg: EnvConfig) -> EnvConfig:
     """The same env with nothing masked: what an expert sees (only the learner is partially observed)."""
-    if not cfg.mask_velocity:
-        return cfg
-    if isinstance(cfg, EnvConfig):
-        return dataclasses.replace(cfg, mask_velocity=False)
-    return OmegaConf.merge(cfg, {"mask_velocity": False})  # type: ignore[return-value]
+    return dataclasses.replace(cfg, mask_velocity=False) if cfg.mask_velocity else cfg
 
 
 def hidden_indices(cfg: EnvConfig) -> list[int]:

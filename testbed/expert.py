@@ -7,11 +7,10 @@ import logging
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-from omegaconf import OmegaConf
 from stable_baselines3 import DQN, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
@@ -28,7 +27,7 @@ from testbed.cache import (
     write_record,
 )
 from testbed.config import Config, EnvConfig
-from testbed.envs import env_key_fields, make_env, make_vec_env
+from testbed.envs import env_key_fields, full_observation, make_env, make_vec_env
 from testbed.evaluate import Capability, evaluate, normalized_score, policy_act, random_act
 from testbed.planners import PlannerModel, source_sha256
 from testbed.policy import ACTIVATIONS, expert_policy_kwargs, params_sha256
@@ -96,9 +95,7 @@ def _planner_key(env: EnvConfig) -> dict[str, Any]:
 def expert_view(cfg: Config) -> Config:
     """The job's config as its expert sees it: full observations, so a velocity-masked job imitates (and is
     normalized against) an expert that sees the whole state, and shares it with the unmasked job."""
-    if not cfg.env.mask_velocity:
-        return cfg
-    return cast(Config, OmegaConf.merge(cfg, {"env": {"mask_velocity": False}}))
+    return replace(cfg, env=full_observation(cfg.env)) if cfg.env.mask_velocity else cfg
 
 
 def get_expert(cfg: Config) -> Expert:
@@ -173,9 +170,8 @@ def check_expert_kwargs(cfg: EnvConfig) -> None:
 
 
 def expert_kwargs(cfg: EnvConfig) -> dict[str, Any]:
-    """env.expert_kwargs as plain Python containers (SB3 stores them; nested configs would not pickle cleanly)."""
-    kwargs = OmegaConf.to_container(cfg.expert_kwargs) if OmegaConf.is_config(cfg.expert_kwargs) else cfg.expert_kwargs
-    return dict(kwargs)  # type: ignore[arg-type]
+    """env.expert_kwargs, a copy: SB3 keeps what it is given, and the config stays the job's."""
+    return dict(cfg.expert_kwargs)
 
 
 def build_expert(cfg: EnvConfig, seed: int) -> BaseAlgorithm:

@@ -6,7 +6,7 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import torch
 from omegaconf import DictConfig
@@ -19,7 +19,7 @@ from testbed.anchoring import attach_anchor, ppo_class
 from testbed.bc import train_bc
 from testbed.cache import atomic_write, file_sha256
 from testbed.compute import StageCompute, actor_params, train_flops
-from testbed.config import Config
+from testbed.config import Config, to_config
 from testbed.demonstrations import Demonstrations, get_demonstrations
 from testbed.drift import checkpoint_drift, probe_sample
 from testbed.envs import make_vec_env
@@ -45,8 +45,9 @@ from testbed.voting import evaluate_voting
 log = logging.getLogger(__name__)
 
 
-def output_dir(cfg: DictConfig) -> Path:
-    """cfg.output_dir, else Hydra's job folder, else outputs/<run name>."""
+def output_dir(cfg: Config | DictConfig) -> Path:
+    """cfg.output_dir, else Hydra's job folder, else outputs/<run name>; of the composed config too, for the CLI's
+    record of a job whose config never converted."""
     if cfg.output_dir:
         return Path(cfg.output_dir)
     from hydra.core.hydra_config import HydraConfig
@@ -56,20 +57,24 @@ def output_dir(cfg: DictConfig) -> Path:
     return Path("outputs") / run_name(cfg)
 
 
-def setup(cfg: DictConfig) -> None:
-    """Validate, then seed python, numpy and torch in one visible place (envs are seeded by their seeds)."""
-    validate_job(cfg)
-    torch.set_num_threads(cfg.torch_threads)
-    set_random_seed(cfg.seed)
+def setup(cfg: DictConfig) -> Config:
+    """The composed config as frozen dataclasses (converted once, here), validated; then seed python, numpy and
+    torch in one visible place (envs are seeded by their seeds)."""
+    job = to_config(cfg)
+    validate_job(job)
+    torch.set_num_threads(job.torch_threads)
+    set_random_seed(job.seed)
+    return job
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Run one job and return the content of its results.json (refused in a folder that holds another job's)."""
-    setup(cfg)
-    results = ResultsFile(output_dir(cfg), cfg)
-    tracker = tracking.start(cfg, results.path.parent, job_type="train")
+    job = setup(cfg)
+    # results.json records (and hashes) the composed config itself, as the sweeper hashes it to resume.
+    results = ResultsFile(output_dir(job), cfg)
+    tracker = tracking.start(job, results.path.parent, job_type="train")
     try:
-        _run_stages(cfg, results, tracker)
+        _run_stages(job, results, tracker)
     except BaseException as exc:
         results.fail(exc)
         tracker.finish(exit_code=1)
@@ -80,9 +85,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     return results.data
 
 
-def _run_stages(dcfg: DictConfig, results: ResultsFile, tracker: Tracker) -> None:
+def _run_stages(cfg: Config, results: ResultsFile, tracker: Tracker) -> None:
     """Each stage returns its result; `results` records it (the one writer of results.json), `tracker` logs it."""
-    cfg = cast(Config, dcfg)  # a DictConfig validated against the Config schema
     folder = results.path.parent
     expert = expert_stage(cfg)
     results.record_expert(expert)

@@ -21,6 +21,7 @@ from testbed.cache import CacheError, atomic_create_json, atomic_write_json, con
 if TYPE_CHECKING:  # types only: reading results (analysis, report) need not import torch
     from testbed.bc import BCResult
     from testbed.compute import StageCompute
+    from testbed.config import Config
     from testbed.demonstrations import Demonstrations
     from testbed.expert import Expert
 
@@ -74,7 +75,7 @@ def run_versions() -> dict[str, str]:
     return {"python": platform.python_version()} | {name: version(name) for name in RUN_LIBRARIES}
 
 
-def run_name(cfg: DictConfig) -> str:
+def run_name(cfg: Config | DictConfig) -> str:
     """Run identity, the same in folders, wandb and result rows: env + variant + seed."""
     return f"{cfg.env.name}-{cfg.variant}-s{cfg.seed}"
 

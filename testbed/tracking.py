@@ -14,12 +14,11 @@ import numbers
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol
 
-from omegaconf import DictConfig, OmegaConf
-
+from testbed.config import Config
 from testbed.results import check_writable, run_name
 
 if TYPE_CHECKING:
@@ -87,7 +86,7 @@ class NoTracker:
         pass
 
 
-def start(cfg: DictConfig, folder: Path, job_type: str) -> Tracker:
+def start(cfg: Config, folder: Path, job_type: str) -> Tracker:
     """The job's tracker: a fresh wandb run (stage `job_type`), or a no-op when tracking is off.
 
     Off means `logger.backend=none` or wandb mode `disabled`; then wandb is not even imported.
@@ -105,7 +104,7 @@ def start(cfg: DictConfig, folder: Path, job_type: str) -> Tracker:
     return tracker
 
 
-def _init_run(cfg: DictConfig, folder: Path, job_type: str) -> Run:
+def _init_run(cfg: Config, folder: Path, job_type: str) -> Run:
     wandb_dir = _wandb_dir(cfg, folder)
     import wandb
 
@@ -115,14 +114,14 @@ def _init_run(cfg: DictConfig, folder: Path, job_type: str) -> Run:
         group=cfg.logger.group or sweep_group(),
         job_type=job_type,
         tags=sorted({*cfg.logger.tags, cfg.env.name, cfg.variant}),
-        config=OmegaConf.to_container(cfg, resolve=True),  # type: ignore[arg-type]
+        config=asdict(cfg),  # the resolved config, as results.json records it
         dir=wandb_dir,
         mode=mode(cfg),  # type: ignore[arg-type]
         reinit="create_new",  # one run per job: never hand back the previous job's run (wandb issue 1314)
     )
 
 
-def _wandb_dir(cfg: DictConfig, folder: Path) -> Path:
+def _wandb_dir(cfg: Config, folder: Path) -> Path:
     """`logger.dir`, else the job folder; raises OSError naming it where wandb could not write (it would
     silently fall back to /tmp/wandb)."""
     path = Path(cfg.logger.dir or folder).resolve()
@@ -134,7 +133,7 @@ def _wandb_dir(cfg: DictConfig, folder: Path) -> Path:
     return path
 
 
-def mode(cfg: DictConfig) -> str:
+def mode(cfg: Config) -> str:
     """wandb mode: WANDB_MODE when set, else `logger.mode` (offline by default)."""
     return os.environ.get("WANDB_MODE") or cfg.logger.mode
 

@@ -3,15 +3,13 @@ because it needs the env, the expert or SB3. pipeline.setup runs them; a failure
 
 from __future__ import annotations
 
-from typing import Any
-
-from testbed.config import SEED_RANGE
+from testbed.config import SEED_RANGE, Config, DemosConfig, DemoSource
 from testbed.envs import check_env_id, check_spaces
 from testbed.expert import check_expert_kwargs, load_user_expert_zip
 from testbed.policy import check_ppo_kwargs
 
 
-def validate_job(cfg: Any) -> None:
+def validate_job(cfg: Config) -> None:
     """Checks the schema cannot express, run before any training so a bad job starts nothing."""
     _check_seeds(cfg)
     check_env_id(cfg.env.id)
@@ -40,7 +38,7 @@ def validate_job(cfg: Any) -> None:
         load_user_expert_zip(cfg.expert.path, cfg.env.expert_algo)
 
 
-def _check_seeds(cfg: Any) -> None:
+def _check_seeds(cfg: Config) -> None:
     low, high = SEED_RANGE
     seeds = {"seed": cfg.seed, "expert.seed": cfg.expert.seed, "demos.seed": cfg.demos.seed, "eval.seed": cfg.eval.seed}
     for key, value in seeds.items():
@@ -48,7 +46,7 @@ def _check_seeds(cfg: Any) -> None:
             raise ValueError(f"{key}={value} is out of range: a seed must lie in [0, 2**32) (numpy's seed range)")
 
 
-def _check_settings_for(cfg: Any) -> None:
+def _check_settings_for(cfg: Config) -> None:
     """Refuse references measured for another env than env.id: they would accept or reject the wrong expert."""
     env = cfg.env
     if env.id == env.settings_for:
@@ -68,7 +66,7 @@ def _check_settings_for(cfg: Any) -> None:
         )
 
 
-def _check_demo_source(key: str, source: Any) -> None:
+def _check_demo_source(key: str, source: DemosConfig | DemoSource) -> None:
     if not 0.0 <= source.epsilon <= 1.0:
         raise ValueError(f"{key}.epsilon must lie in [0, 1], got {source.epsilon}")
     if source.expert_quality is not None and not 0.0 < source.expert_quality <= 1.0:
@@ -77,7 +75,7 @@ def _check_demo_source(key: str, source: Any) -> None:
         raise ValueError(f"{key}.episodes must be >= 1, got {source.episodes}")
 
 
-def _check_anchor_and_voting(cfg: Any) -> None:
+def _check_anchor_and_voting(cfg: Config) -> None:
     anchor, voting = cfg.rl.anchor, cfg.voting
     _one_of("rl.anchor.kind", anchor.kind, ("none", "bc_kl", "kickstart", "ewc"))
     _one_of("rl.anchor.decay", anchor.decay, ("none", "exp", "linear"))

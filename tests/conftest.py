@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -11,17 +11,25 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from testbed.config import register_configs
+from testbed.config import Config, register_configs, to_config
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 register_configs()
 torch.set_num_threads(1)
+
+CfgFactory = Callable[..., DictConfig]  # fast_cfg: composed configs, what run() takes
+JobFactory = Callable[..., Config]  # fast_job: the same, converted, what the stages take
 
 
 def make_cfg(*overrides: str) -> DictConfig:
     """Compose conf/config.yaml with overrides, exactly as `python -m testbed.cli` would."""
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return compose("config", overrides=list(overrides))
+
+
+def make_job(*overrides: str) -> Config:
+    """make_cfg converted as pipeline.setup converts it: the frozen Config every stage takes."""
+    return to_config(make_cfg(*overrides))
 
 
 @pytest.fixture(scope="session")
@@ -31,7 +39,7 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def fast_cfg(cache_dir: Path, tmp_path: Path):  # type: ignore[no-untyped-def]
+def fast_cfg(cache_dir: Path, tmp_path: Path) -> CfgFactory:
     """A factory of fast CartPole configs writing into this test's own folder."""
 
     def factory(*overrides: str) -> DictConfig:
@@ -46,6 +54,12 @@ def fast_cfg(cache_dir: Path, tmp_path: Path):  # type: ignore[no-untyped-def]
         )
 
     return factory
+
+
+@pytest.fixture
+def fast_job(fast_cfg: CfgFactory) -> JobFactory:
+    """fast_cfg's configs, converted: for tests that call stages directly."""
+    return lambda *overrides: to_config(fast_cfg(*overrides))
 
 
 @pytest.fixture

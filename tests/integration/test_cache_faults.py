@@ -11,33 +11,25 @@ import shutil
 import stat
 from collections.abc import Callable
 from pathlib import Path
-from typing import cast
 
 import pytest
 from omegaconf import DictConfig
 
 from testbed.cache import CacheError
-from testbed.config import Config
+from testbed.config import to_config
 from testbed.demonstrations import demos_key, get_demonstrations
 from testbed.expert import ExpertRejected, get_expert, reference_returns, weaker_expert
 from testbed.pipeline import run
-from tests.conftest import make_cfg
+from tests.conftest import CfgFactory, make_job
 
 pytestmark = pytest.mark.slow
-
-CfgFactory = Callable[..., DictConfig]
-
-
-def as_config(c: DictConfig) -> Config:
-    """A composed config as the Config its schema validated it against (what the cache functions take)."""
-    return cast(Config, c)
 
 
 @pytest.fixture(scope="module")
 def trained(cache_dir: Path) -> Path:
     """The fast expert's folder in the session cache (trained there once, shared with the other test files)."""
-    cfg = make_cfg("env=cartpole", "debug=fast", "logger=none", f"cache_dir={cache_dir}")
-    return get_expert(as_config(cfg)).path.parent
+    cfg = make_job("env=cartpole", "debug=fast", "logger=none", f"cache_dir={cache_dir}")
+    return get_expert(cfg).path.parent
 
 
 @pytest.fixture
@@ -68,7 +60,8 @@ def edit_json(path: Path, **changes: object) -> None:
 
 
 def references(c: DictConfig) -> dict[str, float]:
-    return reference_returns(as_config(c), get_expert(as_config(c)))
+    job = to_config(c)
+    return reference_returns(job, get_expert(job))
 
 
 @pytest.mark.parametrize("end", ["random", "expert"])
@@ -92,11 +85,11 @@ def test_hand_edited_expert_return_in_meta_json_is_refused(cfg: CfgFactory, cach
     folder = expert_folder(cache)
     edit_json(folder / "meta.json", return_mean=123.0)
     with pytest.raises(CacheError, match=f"{folder / 'meta.json'}.*delete {folder}"):
-        get_expert(as_config(cfg()))
+        get_expert(to_config(cfg()))
 
 
 def test_edited_user_expert_return_is_refused(cfg: CfgFactory, cache: Path) -> None:
-    user = as_config(cfg(f"expert.path={expert_folder(cache) / 'model.zip'}"))
+    user = to_config(cfg(f"expert.path={expert_folder(cache) / 'model.zip'}"))
     get_expert(user)
     (path,) = (cache / "experts").glob("user-*.json")
     edit_json(path, return_mean=1.0)
@@ -105,7 +98,7 @@ def test_edited_user_expert_return_is_refused(cfg: CfgFactory, cache: Path) -> N
 
 
 def test_edited_checkpoint_returns_are_refused(cfg: CfgFactory, cache: Path) -> None:
-    job = as_config(cfg())
+    job = to_config(cfg())
     expert = get_expert(job)
     weaker_expert(job, expert, 0.3)
     path = expert.path.parent / f"checkpoint_returns-{job.expert.eval_episodes}.json"
@@ -117,7 +110,7 @@ def test_edited_checkpoint_returns_are_refused(cfg: CfgFactory, cache: Path) -> 
 
 
 def test_edited_dataset_record_is_refused(cfg: CfgFactory) -> None:
-    job = as_config(cfg())
+    job = to_config(cfg())
     demos = get_demonstrations(job, get_expert(job))
     edit_json(demos.path / "testbed.json", sources=[])
     with pytest.raises(CacheError, match=f"{demos.path / 'testbed.json'}.*delete {demos.path}"):
@@ -130,9 +123,9 @@ def test_edited_dataset_record_is_refused(cfg: CfgFactory) -> None:
 def test_expert_cached_unchecked_is_rejected_by_a_checked_job(cfg: CfgFactory, cache: Path) -> None:
     folder = expert_folder(cache)
     # The fast expert returns 500: a reference above it stands for an expert that misses the bar.
-    assert get_expert(as_config(cfg("env.reference_return=501"))).return_mean < 501
+    assert get_expert(to_config(cfg("env.reference_return=501"))).return_mean < 501
     with pytest.raises(ExpertRejected, match=f"Cached expert {folder}.*below env.reference_return=501"):
-        get_expert(as_config(cfg("env.reference_return=501", "expert.check_reference=true")))
+        get_expert(to_config(cfg("env.reference_return=501", "expert.check_reference=true")))
     assert (folder / "meta.json").exists() and (folder / "model.zip").exists(), "nothing cached is deleted"
 
 
@@ -152,7 +145,7 @@ def test_expert_folder_without_meta_json_fails_before_training(
 def test_dataset_folder_without_testbed_json_fails_before_collecting(
     cfg: CfgFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    job = as_config(cfg())
+    job = to_config(cfg())
     demos = get_demonstrations(job, get_expert(job))
     (demos.path / "testbed.json").unlink()
     monkeypatch.setattr("testbed.demonstrations.collect_sources", _must_not_run("collecting"))
@@ -172,9 +165,9 @@ def _must_not_run(what: str) -> Callable[..., None]:
 
 def test_stale_staging_is_removed_and_the_job_completes(cfg: CfgFactory, cache: Path) -> None:
     job = cfg("rl.budgets=[0]")
-    expert = get_expert(as_config(job))
+    expert = get_expert(to_config(job))
     datasets = cache / "datasets" / "testbed"
-    dataset = f"cartpole-{demos_key(as_config(job), expert)[:16]}-v0"
+    dataset = f"cartpole-{demos_key(to_config(job), expert)[:16]}-v0"
     stale = [
         cache / "experts" / f".{expert.path.parent.name}.k9k9k9k9.tmp" / "checkpoints",  # cache.staging_dir
         datasets / f".{dataset}.k9k9k9k9.tmp" / "testbed" / dataset / "data",

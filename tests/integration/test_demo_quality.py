@@ -13,12 +13,13 @@ from testbed.demonstrations import get_demonstrations
 from testbed.evaluate import normalized_score
 from testbed.expert import get_expert, random_reference, weaker_expert
 from testbed.pipeline import run
+from tests.conftest import CfgFactory, JobFactory
 
 pytestmark = pytest.mark.slow
 
 
-def test_weaker_expert_is_the_first_checkpoint_reaching_the_target(fast_cfg) -> None:  # type: ignore[no-untyped-def]
-    cfg = fast_cfg()
+def test_weaker_expert_is_the_first_checkpoint_reaching_the_target(fast_job: JobFactory) -> None:
+    cfg = fast_job()
     expert = get_expert(cfg)
     # Both ends on the expert's check episodes, where the checkpoints are scored.
     random_return = random_reference(cfg.env, cfg.cache_dir, cfg.expert.eval_episodes, seed=0)["return_mean"]
@@ -35,8 +36,8 @@ def test_weaker_expert_is_the_first_checkpoint_reaching_the_target(fast_cfg) -> 
     assert weaker_expert(cfg, expert, 1.0) is expert
 
 
-def test_mixed_dataset_records_each_source(fast_cfg) -> None:  # type: ignore[no-untyped-def]
-    cfg = fast_cfg("demos.episodes=2", "demos.mix=[{episodes:3,epsilon:1.0},{episodes:2,expert_quality:0.3}]")
+def test_mixed_dataset_records_each_source(fast_job: JobFactory) -> None:
+    cfg = fast_job("demos.episodes=2", "demos.mix=[{episodes:3,epsilon:1.0},{episodes:2,expert_quality:0.3}]")
     expert = get_expert(cfg)
     demos = get_demonstrations(cfg, expert)
     assert demos.n_episodes == 7
@@ -55,18 +56,18 @@ def test_mixed_dataset_records_each_source(fast_cfg) -> None:  # type: ignore[no
     assert len({tuple(o) for o in firsts}) == demos.n_episodes
 
 
-def test_plain_and_mixed_datasets_are_cached_apart(fast_cfg) -> None:  # type: ignore[no-untyped-def]
-    cfg_plain = fast_cfg("demos.episodes=2")
+def test_plain_and_mixed_datasets_are_cached_apart(fast_job: JobFactory) -> None:
+    cfg_plain = fast_job("demos.episodes=2")
     expert = get_expert(cfg_plain)
     plain = get_demonstrations(cfg_plain, expert)
-    noisy = get_demonstrations(fast_cfg("demos.episodes=2", "demos.epsilon=0.5"), expert)
-    weak = get_demonstrations(fast_cfg("demos.episodes=2", "demos.expert_quality=0.3"), expert)
+    noisy = get_demonstrations(fast_job("demos.episodes=2", "demos.epsilon=0.5"), expert)
+    weak = get_demonstrations(fast_job("demos.episodes=2", "demos.expert_quality=0.3"), expert)
     assert len({plain.key, noisy.key, weak.key}) == 3
     assert plain.sources[0]["epsilon"] == 0.0 and noisy.sources[0]["epsilon"] == 0.5
     assert weak.sources[0]["expert_quality"] == 0.3
 
 
-def test_results_json_shows_the_datasets_own_mean_return(fast_cfg, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_results_json_shows_the_datasets_own_mean_return(fast_cfg: CfgFactory, tmp_path: Path) -> None:
     cfg = fast_cfg(f"output_dir={tmp_path / 'job'}", "rl.budgets=[0]", "demos.mix=[{episodes:2,epsilon:1.0}]")
     data = run(cfg)
     demos = data["artifacts"]["demos"]

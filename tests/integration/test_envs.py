@@ -4,12 +4,11 @@ velocity-masked job imitates the expert that sees the whole state."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import cast
 
 import numpy as np
 import pytest
 
-from testbed.config import Config
+from testbed.config import to_config
 from testbed.demonstrations import get_demonstrations
 from testbed.envs import VELOCITY_INDICES
 from testbed.expert import get_expert, reference_returns
@@ -52,8 +51,8 @@ def test_masked_job_imitates_the_full_observation_expert(cache_dir: Path, tmp_pa
     common = ("env=cartpole", "debug=fast", *TINY, "rl.budgets=[0]", f"cache_dir={cache_dir}")
     full = make_cfg(*common, f"output_dir={tmp_path / 'full'}")
     masked = make_cfg(*common, "env.mask_velocity=true", f"output_dir={tmp_path / 'masked'}")
-    # Composed configs are DictConfigs validated against the Config schema; run() takes the DictConfig itself.
-    full_cfg, masked_cfg = cast(Config, full), cast(Config, masked)
+    # run() takes the composed config itself; the stages take it converted, as run() converts it.
+    full_cfg, masked_cfg = to_config(full), to_config(masked)
     expert = get_expert(full_cfg)
     assert get_expert(masked_cfg).sha256 == expert.sha256, "one expert, trained on the whole state"
     full_demos, masked_demos = get_demonstrations(full_cfg, expert), get_demonstrations(masked_cfg, expert)

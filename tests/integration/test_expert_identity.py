@@ -8,15 +8,16 @@ from typing import cast
 
 import numpy as np
 import pytest
+from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.policies import ActorCriticPolicy
 
-from testbed.config import Config
+from testbed.config import to_config
 from testbed.demonstrations import demos_key
 from testbed.envs import full_observation
 from testbed.evaluate import evaluate, policy_act, random_act
 from testbed.expert import expert_key, get_expert
 from testbed.pipeline import run
-from tests.conftest import make_cfg
+from tests.conftest import CfgFactory, make_job
 
 pytestmark = pytest.mark.slow
 
@@ -24,7 +25,7 @@ BASE = ("env=cartpole", "debug=fast", "logger=none")
 
 
 def key(*overrides: str) -> str:
-    return expert_key(cast(Config, make_cfg(*BASE, *overrides)))
+    return expert_key(make_job(*BASE, *overrides))
 
 
 @pytest.mark.parametrize(
@@ -60,9 +61,10 @@ def test_what_trains_the_expert_keys_it(expert_setting: str) -> None:
 
 
 def test_a_learner_width_sweep_shares_one_expert(cache_dir: Path) -> None:
-    narrow = get_expert(cast(Config, make_cfg(*BASE, f"cache_dir={cache_dir}", "env.net_arch=[32,32]")))
-    wide = get_expert(cast(Config, make_cfg(*BASE, f"cache_dir={cache_dir}", "env.net_arch=[256,256]")))
+    narrow = get_expert(make_job(*BASE, f"cache_dir={cache_dir}", "env.net_arch=[32,32]"))
+    wide = get_expert(make_job(*BASE, f"cache_dir={cache_dir}", "env.net_arch=[256,256]"))
     assert narrow.path == wide.path and wide.source == "cache"
+    assert isinstance(wide.model, BaseAlgorithm)
     policy = cast(ActorCriticPolicy, wide.model.policy)  # a PPO expert's
     assert [m.out_features for m in policy.mlp_extractor.policy_net if hasattr(m, "out_features")] == [
         64,
@@ -74,7 +76,7 @@ def test_identical_trainings_are_one_expert_and_share_datasets(tmp_path: Path) -
     """SB3 zips of identical trainings differ in bytes; the expert's identity is its parameters."""
     experts, keys = [], []
     for name in ("a", "b"):
-        cfg = cast(Config, make_cfg(*BASE, f"cache_dir={tmp_path / name}", "env.expert_timesteps=2048"))
+        cfg = make_job(*BASE, f"cache_dir={tmp_path / name}", "env.expert_timesteps=2048")
         experts.append(get_expert(cfg))
         keys.append(demos_key(cfg, experts[-1]))
     a, b = experts
@@ -83,11 +85,13 @@ def test_identical_trainings_are_one_expert_and_share_datasets(tmp_path: Path) -
     assert keys[0] == keys[1], "a rebuilt identical expert keeps its datasets"
 
 
-def test_both_ends_of_the_normalized_score_use_the_jobs_evaluation_episodes(fast_cfg) -> None:  # type: ignore[no-untyped-def]
-    cfg = fast_cfg("eval.seed=3")  # debug=fast: the expert is checked on 10 episodes, jobs evaluate 5
-    data = run(cfg)
+def test_both_ends_of_the_normalized_score_use_the_jobs_evaluation_episodes(fast_cfg: CfgFactory) -> None:
+    composed = fast_cfg("eval.seed=3")  # debug=fast: the expert is checked on 10 episodes, jobs evaluate 5
+    data = run(composed)
+    cfg = to_config(composed)
     refs, episodes, seed = data["references"], cfg.eval.episodes, cfg.eval.seed
     expert = get_expert(cfg)
+    assert isinstance(expert.model, BaseAlgorithm)
     env = full_observation(cfg.env)
     expert_cap = evaluate(env, policy_act(expert.model.policy), episodes, seed)
     random_cap = evaluate(env, random_act(env, seed=seed), episodes, seed)

@@ -18,15 +18,16 @@ import pytest
 import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
 
+from testbed.config import to_config
 from testbed.demonstrations import get_demonstrations
 from testbed.expert import get_expert
 from testbed.pipeline import run
 from testbed.results import config_hash
 from testbed.sweep import complete_results
+from tests.conftest import CfgFactory
 
 pytestmark = pytest.mark.slow
 
-CfgFactory = Callable[..., Any]  # fast_cfg: a DictConfig that is a Config
 REPO = Path(__file__).resolve().parents[2]
 # Jobs run in a folder of the test's own (their outputs/ lands there), importing testbed from this checkout.
 ENV = os.environ | {"PYTHONPATH": str(REPO), "WANDB_MODE": "disabled"}
@@ -150,7 +151,8 @@ def test_a_full_disk_while_saving_a_policy_leaves_no_cut_file(
     name: str, fast_cfg: CfgFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     cfg = fast_cfg("eval.episodes=2", "eval.drift=false")
-    get_demonstrations(cfg, get_expert(cfg))  # cached before the disk fills: only the policy's save fails
+    job = to_config(cfg)
+    get_demonstrations(job, get_expert(job))  # cached before the disk fills: only the policy's save fails
 
     def full_disk(original: Callable[..., Any]) -> Callable[..., Any]:
         def save(obj: Any, path: Any, *args: Any, **kwargs: Any) -> None:

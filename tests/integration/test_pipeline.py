@@ -19,6 +19,7 @@ from testbed.finetune import finetune
 from testbed.pipeline import run
 from testbed.policy import build_ppo
 from testbed.results import TOP_LEVEL_KEYS
+from tests.conftest import CfgFactory, JobFactory
 
 pytestmark = pytest.mark.slow
 
@@ -35,7 +36,7 @@ CHECKPOINT_KEYS = {
 }
 
 
-def test_fast_pipeline_writes_the_documented_schema(fast_cfg) -> None:  # type: ignore[no-untyped-def]
+def test_fast_pipeline_writes_the_documented_schema(fast_cfg: CfgFactory) -> None:
     cfg = fast_cfg()
     returned = run(cfg)
     data = json.loads((Path(cfg.output_dir) / "results.json").read_text())
@@ -68,8 +69,8 @@ def test_fast_pipeline_writes_the_documented_schema(fast_cfg) -> None:  # type: 
     assert (versions["torch"], versions["stable-baselines3"]) == (torch.__version__, stable_baselines3.__version__)
 
 
-def test_bc_agrees_with_the_expert_on_held_out_states(fast_cfg) -> None:  # type: ignore[no-untyped-def]
-    cfg = fast_cfg("bc.grad_steps=1000", "demos.episodes=4")
+def test_bc_agrees_with_the_expert_on_held_out_states(fast_job: JobFactory) -> None:
+    cfg = fast_job("bc.grad_steps=1000", "demos.episodes=4")
     expert = get_expert(cfg)
     demos = get_demonstrations(cfg, expert)
     model = build_ppo(cfg.env, make_vec_env(cfg.env, 0), seed=0)
@@ -79,8 +80,8 @@ def test_bc_agrees_with_the_expert_on_held_out_states(fast_cfg) -> None:  # type
 
 
 @pytest.mark.parametrize("warmup", [0, 256])
-def test_handoff_is_exact_and_warmup_leaves_the_actor_alone(fast_cfg, warmup: int) -> None:  # type: ignore[no-untyped-def]
-    cfg = fast_cfg("rl.budgets=[0]", f"rl.critic_warmup_steps={warmup}")
+def test_handoff_is_exact_and_warmup_leaves_the_actor_alone(fast_job: JobFactory, warmup: int) -> None:
+    cfg = fast_job("rl.budgets=[0]", f"rl.critic_warmup_steps={warmup}")
     demos = get_demonstrations(cfg, get_expert(cfg))
     model = build_ppo(cfg.env, make_vec_env(cfg.env, 0), seed=0)
     train_bc(model.policy, demos, cfg.bc, seed=0, progress=False)
@@ -101,7 +102,7 @@ def test_handoff_is_exact_and_warmup_leaves_the_actor_alone(fast_cfg, warmup: in
         assert model.num_timesteps >= warmup, "the critic warm-up ran"
 
 
-def test_same_seed_twice_is_bit_identical(fast_cfg, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_same_seed_twice_is_bit_identical(fast_cfg: CfgFactory, tmp_path: Path) -> None:
     first = run(fast_cfg(f"output_dir={tmp_path / 'a'}"))
     second = run(fast_cfg(f"output_dir={tmp_path / 'b'}"))
     a = torch.load(tmp_path / "a" / "bc_policy.pt")
@@ -111,7 +112,7 @@ def test_same_seed_twice_is_bit_identical(fast_cfg, tmp_path: Path) -> None:  # 
     assert strip(first["checkpoints"]) == strip(second["checkpoints"])
 
 
-def test_one_long_run_equals_a_separate_run_at_each_budget(fast_cfg, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_one_long_run_equals_a_separate_run_at_each_budget(fast_cfg: CfgFactory, tmp_path: Path) -> None:
     long = run(fast_cfg(f"output_dir={tmp_path / 'long'}"))
     single = run(fast_cfg(f"output_dir={tmp_path / 'single'}", "rl.budget=512"))
     by_steps = {r["rl_steps"]: r for r in long["checkpoints"]}

@@ -18,6 +18,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig
 
 from testbed.cli import record_failure
+from testbed.config import to_config
 from testbed.results import config_hash, is_complete
 from testbed.sweep import MANIFEST, claim_dir, expand
 from testbed.validation import validate_job
@@ -155,7 +156,7 @@ def test_claimed_folders_are_distinct_under_a_race(tmp_path: Path) -> None:
 def test_a_job_failing_before_the_pipeline_still_gets_a_failed_results_json(tmp_path: Path) -> None:
     cfg = make_cfg("debug=fast", "logger=none", "rl.init=bogus", f"output_dir={tmp_path}")
     with pytest.raises(ValueError) as failure:
-        validate_job(cfg)
+        validate_job(to_config(cfg))
     record_failure(cfg, failure.value)
     data = results(tmp_path / "results.json")
     assert data["status"] == "failed" and data["error"]["type"] == "ValueError"
@@ -168,7 +169,7 @@ WORKER = """
 import json, logging, sys, time
 from pathlib import Path
 from hydra import compose, initialize_config_dir
-from testbed.config import register_configs
+from testbed.config import register_configs, to_config
 from testbed.demonstrations import get_demonstrations
 from testbed.expert import get_expert
 
@@ -176,7 +177,7 @@ logging.basicConfig(level=logging.INFO, format="%(name)s %(message)s")
 register_configs()
 conf, ready, go, *overrides = sys.argv[1:]
 with initialize_config_dir(config_dir=conf, version_base="1.3"):
-    cfg = compose("config", overrides=overrides)
+    cfg = to_config(compose("config", overrides=overrides))
 Path(ready).touch()
 while not Path(go).exists():  # all processes ask at the same moment
     time.sleep(0.01)

@@ -21,7 +21,7 @@ from testbed.finetune import dip_columns, set_actor_frozen
 from testbed.policy import actor_parameters, snapshot
 from testbed.validation import validate_job
 from testbed.voting import committee_act, median_vote, plurality, samples_act
-from tests.conftest import make_cfg
+from tests.conftest import make_job
 
 P = TypeVar("P", bound=PPO)
 
@@ -163,11 +163,11 @@ def test_a_step_without_the_anchor_fails_loudly() -> None:
 
 def test_config_rejects_unknown_kinds_and_anchors_without_bc() -> None:
     with pytest.raises(ValueError, match="rl.anchor.kind"):
-        validate_job(make_cfg("rl.anchor.kind=kl"))
+        validate_job(make_job("rl.anchor.kind=kl"))
     with pytest.raises(ValueError, match="needs rl.init=bc"):
-        validate_job(make_cfg("rl.anchor.kind=ewc", "rl.init=scratch"))
+        validate_job(make_job("rl.anchor.kind=ewc", "rl.init=scratch"))
     with pytest.raises(ValueError, match="voting.mode"):
-        validate_job(make_cfg("voting.mode=best"))
+        validate_job(make_job("voting.mode=best"))
 
 
 # ------------------------------------------------------------------------------------------------ voting

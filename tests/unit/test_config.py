@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import FrozenInstanceError, asdict
 from pathlib import Path
 
 import pytest
@@ -10,11 +12,22 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 from omegaconf.errors import ValidationError
 
-from testbed.config import BCConfig, DemosConfig, EvalConfig, ExpertConfig, RLConfig, VotingConfig
+from testbed.config import (
+    AnchorConfig,
+    BCConfig,
+    Config,
+    DemosConfig,
+    DemoSource,
+    EvalConfig,
+    ExpertConfig,
+    RLConfig,
+    VotingConfig,
+    to_config,
+)
 from testbed.pipeline import run
 from testbed.results import run_name
 from testbed.validation import validate_job
-from tests.conftest import CONF, make_cfg
+from tests.conftest import CONF, make_cfg, make_job
 
 GROUP_OPTIONS = sorted((p.parent.name, p.stem) for p in CONF.glob("*/*.yaml") if p.parent.name not in ("hydra",))
 # Each group's default.yaml and the schema whose defaults it writes out.
@@ -32,8 +45,7 @@ GROUP_SCHEMAS = {
 def test_every_conf_file_composes_and_validates(group: str, option: str) -> None:
     if group == "launcher":
         pytest.skip("launchers compose under hydra/launcher, tested with sweeps")
-    cfg = make_cfg(f"{group}={option}")
-    validate_job(cfg)
+    validate_job(make_job(f"{group}={option}"))
 
 
 def test_default_group_files_are_the_schema_defaults() -> None:
@@ -103,15 +115,27 @@ def test_unknown_env_id_fails_before_training(tmp_path: Path) -> None:
 
 
 def test_unknown_ppo_argument_names_it(tmp_path: Path) -> None:
-    cfg = make_cfg("+env.ppo.n_stepz=3")
+    cfg = make_job("+env.ppo.n_stepz=3")
     with pytest.raises(ValueError, match="n_stepz"):
         validate_job(cfg)
 
 
 def test_bad_choice_names_the_key() -> None:
-    cfg = make_cfg("rl.init=pretrained")
+    cfg = make_job("rl.init=pretrained")
     with pytest.raises(ValueError, match="rl.init"):
         validate_job(cfg)
+
+
+def test_stages_get_the_composed_config_as_frozen_dataclasses() -> None:
+    """pipeline.setup converts once: every value kept (interpolations resolved, the same JSON that results.json and
+    wandb record), and no stage can change it. One element of demos.mix can still be overridden."""
+    composed = make_cfg("seed=4", "demos.mix=[{episodes:3}]", "demos.mix.0.epsilon=0.5")
+    cfg = to_config(composed)
+    assert isinstance(cfg, Config) and isinstance(cfg.rl.anchor, AnchorConfig)
+    assert cfg.demos.mix == [DemoSource(episodes=3, epsilon=0.5)] and cfg.demos.seed == 4 and cfg.variant == "bc"
+    assert json.dumps(asdict(cfg)) == json.dumps(OmegaConf.to_container(composed, resolve=True))
+    with pytest.raises(FrozenInstanceError):
+        cfg.rl.anchor.coef = 2.0  # type: ignore[misc]
 
 
 def test_each_job_seed_draws_its_own_demonstrations_unless_fixed() -> None:

@@ -13,10 +13,10 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 from testbed.envs import VELOCITY_INDICES, make_env
 from testbed.validation import validate_job
-from tests.conftest import CONF, make_cfg
+from tests.conftest import CONF, make_job
 
 ENV_NAMES = sorted(p.stem for p in (CONF / "env").glob("*.yaml"))
-MASKABLE = sorted(name for name in ENV_NAMES if make_cfg(f"env={name}").env.id in VELOCITY_INDICES)
+MASKABLE = sorted(name for name in ENV_NAMES if make_job(f"env={name}").env.id in VELOCITY_INDICES)
 
 
 # The env each config file must build.
@@ -37,21 +37,21 @@ def test_each_env_file_builds_its_own_env_and_masking_covers_the_known_velocitie
     """Every env file composes to its own env id and builds that env; `env.mask_velocity` works for exactly the
     configured envs whose velocity components are known (every entry of VELOCITY_INDICES has a config) and
     fails loudly, naming the key, for the others."""
-    ids = {name: make_cfg(f"env={name}").env.id for name in ENV_NAMES}
+    ids = {name: make_job(f"env={name}").env.id for name in ENV_NAMES}
     assert ENV_IDS.items() <= ids.items(), ids
     assert len(set(ids.values())) == len(ids), f"two env files build the same env: {ids}"
     for name, env_id in ids.items():
-        assert make_env(make_cfg(f"env={name}").env).unwrapped.spec.id == env_id  # type: ignore[union-attr]
+        assert make_env(make_job(f"env={name}").env).unwrapped.spec.id == env_id  # type: ignore[union-attr]
     assert set(MASKABLE) >= VELOCITY_ENVS, MASKABLE
     assert {ids[name] for name in MASKABLE} == set(VELOCITY_INDICES), "a velocity table entry with no env file"
     for name in sorted(set(ENV_NAMES) - set(MASKABLE)):
         with pytest.raises(ValueError, match="env.mask_velocity"):
-            make_env(make_cfg(f"env={name}", "env.mask_velocity=true").env)
+            make_env(make_job(f"env={name}", "env.mask_velocity=true").env)
 
 
 @pytest.mark.parametrize("name", ENV_NAMES)
 def test_env_config_composes_validates_and_sets_its_defaults(name: str) -> None:
-    cfg = make_cfg(f"env={name}")
+    cfg = make_job(f"env={name}")
     validate_job(cfg)
     assert cfg.env.name == name
     assert cfg.env.reference_return is not None
@@ -59,15 +59,15 @@ def test_env_config_composes_validates_and_sets_its_defaults(name: str) -> None:
     # The env's defaults reach the other groups, and an explicit override still wins.
     assert cfg.demos.episodes == cfg.env.demo_episodes
     assert list(cfg.rl.budgets) == list(cfg.env.rl_budgets)
-    assert make_cfg(f"env={name}", "demos.episodes=7", "rl.budgets=[0,5]").demos.episodes == 7
-    assert list(make_cfg(f"env={name}", "rl.budgets=[0,5]").rl.budgets) == [0, 5]
+    assert make_job(f"env={name}", "demos.episodes=7", "rl.budgets=[0,5]").demos.episodes == 7
+    assert list(make_job(f"env={name}", "rl.budgets=[0,5]").rl.budgets) == [0, 5]
 
 
 def _checked_envs(name: str) -> list[tuple[str, gym.Env]]:
-    cfg = make_cfg(f"env={name}")
+    cfg = make_job(f"env={name}")
     envs = [("plain", make_env(cfg.env))]
     if name in MASKABLE:
-        envs.append(("masked", make_env(make_cfg(f"env={name}", "env.mask_velocity=true").env)))
+        envs.append(("masked", make_env(make_job(f"env={name}", "env.mask_velocity=true").env)))
     return envs
 
 
@@ -93,15 +93,15 @@ def test_env_passes_sb3_checker(name: str) -> None:
 
 def test_unknown_expert_algo_and_bad_demo_quality_name_the_key() -> None:
     with pytest.raises(ValueError, match="env.expert_algo"):
-        validate_job(make_cfg("env=mountaincar", "env.expert_algo=sac"))
+        validate_job(make_job("env=mountaincar", "env.expert_algo=sac"))
     with pytest.raises(ValueError, match="target_update_intervall"):
-        validate_job(make_cfg("env=mountaincar", "+env.expert_kwargs.target_update_intervall=5"))
+        validate_job(make_job("env=mountaincar", "+env.expert_kwargs.target_update_intervall=5"))
     with pytest.raises(ValueError, match="env.expert_kwargs"):
-        validate_job(make_cfg("env=cartpole", "+env.expert_kwargs.buffer_size=5"))
+        validate_job(make_job("env=cartpole", "+env.expert_kwargs.buffer_size=5"))
     with pytest.raises(ValueError, match="demos.expert_quality"):
-        validate_job(make_cfg("demos.expert_quality=1.5"))
+        validate_job(make_job("demos.expert_quality=1.5"))
     with pytest.raises(ValueError, match=r"demos.mix\[0\].epsilon"):
-        validate_job(make_cfg("demos.mix=[{episodes:2,epsilon:2.0}]"))
+        validate_job(make_job("demos.mix=[{episodes:2,epsilon:2.0}]"))
 
 
 def _rollout(env: gym.Env, seed: int, steps: int) -> np.ndarray:
@@ -122,8 +122,8 @@ def _rollout(env: gym.Env, seed: int, steps: int) -> np.ndarray:
 
 @pytest.mark.parametrize("name", MASKABLE)
 def test_velocity_mask_hides_exactly_the_configured_components(name: str) -> None:
-    plain_env = make_env(make_cfg(f"env={name}").env)
-    masked_env = make_env(make_cfg(f"env={name}", "env.mask_velocity=true").env)
+    plain_env = make_env(make_job(f"env={name}").env)
+    masked_env = make_env(make_job(f"env={name}", "env.mask_velocity=true").env)
     hidden = VELOCITY_INDICES[plain_env.unwrapped.spec.id]  # type: ignore[union-attr]
     kept = [i for i in range(plain_env.observation_space.shape[0]) if i not in hidden]  # type: ignore[index]
     plain, masked = _rollout(plain_env, 0, 150), _rollout(masked_env, 0, 150)
@@ -182,7 +182,7 @@ def test_training_env_streams_are_independent_across_job_seeds() -> None:
     from testbed.envs import make_vec_env, train_env_seeds
     from testbed.policy import build_ppo
 
-    cfg = make_cfg("env=cartpole").env
+    cfg = make_job("env=cartpole").env
     starts = {}
     for seed in (0, 1):
         model = build_ppo(cfg, make_vec_env(cfg, seed), seed)

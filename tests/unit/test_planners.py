@@ -8,14 +8,14 @@ import pytest
 from testbed.envs import check_spaces, make_env
 from testbed.evaluate import evaluate, policy_act
 from testbed.planners import PLANNERS, PlannerModel, doorkey_action
-from tests.conftest import make_cfg
+from tests.conftest import make_job
 
 
 @pytest.mark.parametrize("env_id", ["MiniGrid-DoorKey-5x5-v0", "MiniGrid-DoorKey-8x8-v0", "MiniGrid-DoorKey-16x16-v0"])
 def test_the_doorkey_planner_solves_every_episode_by_a_short_path(env_id: str) -> None:
     """Success on every one of 30 evaluation episodes; in steps, no more than a loose bound on a shortest path
     (walk to the key, to the door, to the goal, each at most the grid's perimeter, plus the turns)."""
-    env = make_cfg("env=doorkey8", f"env.id={env_id}", "env.settings_for=" + env_id).env
+    env = make_job("env=doorkey8", f"env.id={env_id}", "env.settings_for=" + env_id).env
     cap = evaluate(env, policy_act(PlannerModel("minigrid_doorkey")), 30)
     side = int(env_id.split("-")[-2].split("x")[0])
     assert cap.success_rate == 1.0
@@ -23,7 +23,7 @@ def test_the_doorkey_planner_solves_every_episode_by_a_short_path(env_id: str) -
 
 
 def test_the_planner_acts_on_one_observation_or_a_batch_alike() -> None:
-    env = make_env(make_cfg("env=doorkey8").env)
+    env = make_env(make_job("env=doorkey8").env)
     obs = np.stack([env.reset(seed=s)[0] for s in range(4)])
     model = PlannerModel("minigrid_doorkey")
     batch, _ = model.predict(obs)
@@ -51,4 +51,4 @@ def test_unknown_planner_and_planner_without_a_full_grid_fail_naming_the_key() -
     with pytest.raises(ValueError, match="env.expert_planner='nope'"):
         PlannerModel("nope")
     with pytest.raises(ValueError, match="env.wrapper=minigrid_full"):
-        check_spaces(make_cfg("env=doorkey8", "env.wrapper=minigrid_flat").env)
+        check_spaces(make_job("env=doorkey8", "env.wrapper=minigrid_flat").env)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -12,11 +13,11 @@ from stable_baselines3 import PPO
 
 from testbed.anchoring import AnchoredPPO, anchor_flops, attach_anchor
 from testbed.compute import actor_critic_params, rollout_flops, train_flops
-from testbed.config import AnchorConfig
+from testbed.config import AnchorConfig, RLConfig
 from testbed.envs import make_vec_env
 from testbed.finetune import finetune
 from testbed.policy import build_ppo, snapshot
-from tests.conftest import make_cfg
+from tests.conftest import make_job
 
 # The truncated last minibatch is the point of BATCH, so SB3's warning about it is expected.
 pytestmark = pytest.mark.filterwarnings("ignore:You have specified a mini-batch size")
@@ -46,9 +47,9 @@ class StepCount:
         self.samples += self._batch
 
 
-def tiny_model(algo: type[PPO], **ppo: Any) -> tuple[PPO, Any]:
+def tiny_model(algo: type[PPO], **ppo: Any) -> tuple[PPO, RLConfig]:
     """Fast CartPole PPO (`algo`) with EPOCHS epochs of BATCH minibatches, and its RL config over BUDGETS."""
-    cfg = make_cfg("env=cartpole", "debug=fast", f"rl.budgets={BUDGETS}")
+    cfg = make_job("env=cartpole", "debug=fast", f"rl.budgets={BUDGETS}")
     model = build_ppo(cfg.env, make_vec_env(cfg.env, 0), seed=0, algo=algo, n_epochs=EPOCHS, batch_size=BATCH, **ppo)
     assert model.n_steps * model.n_envs == ROLLOUT
     if algo is AnchoredPPO:
@@ -70,7 +71,7 @@ def test_target_kl_early_stop_counts_only_the_steps_taken(algo: type[PPO]) -> No
     # A tiny target_kl stops each RL update as soon as the policy has moved (within the first epoch);
     # the critic warm-up never stops early, since its frozen actor never moves.
     model, rl = tiny_model(algo, target_kl=1e-6)
-    rl.critic_warmup_steps = ROLLOUT
+    rl = replace(rl, critic_warmup_steps=ROLLOUT)
     count = StepCount(model)
     seen: dict[int, tuple[int, int, int]] = {}
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from testbed import tracking
-from tests.conftest import make_cfg
+from tests.conftest import make_job
 
 
 @pytest.fixture(autouse=True)
@@ -107,16 +107,16 @@ def test_scalars_leave_out_tables_and_missing_values() -> None:
 
 
 def test_wandb_mode_env_var_overrides_the_config(monkeypatch: pytest.MonkeyPatch) -> None:
-    cfg = make_cfg("logger=wandb")
+    cfg = make_job("logger=wandb")
     assert cfg.logger.mode == "offline" and tracking.mode(cfg) == "offline"
     monkeypatch.setenv("WANDB_MODE", "online")
     assert tracking.mode(cfg) == "online"
 
 
 def test_wandb_is_the_offline_default_and_none_turns_it_off(tmp_path: Path) -> None:
-    cfg = make_cfg()
+    cfg = make_job()
     assert cfg.logger.backend == "wandb" and cfg.logger.mode == "offline"
-    tracker = tracking.start(make_cfg("logger=none"), tmp_path, job_type="train")
+    tracker = tracking.start(make_job("logger=none"), tmp_path, job_type="train")
     assert isinstance(tracker, tracking.NoTracker)
     tracker.log_checkpoint({"rl_steps": 0})
     tracker.finish(exit_code=1)
@@ -125,7 +125,7 @@ def test_wandb_is_the_offline_default_and_none_turns_it_off(tmp_path: Path) -> N
 
 def test_wandb_mode_disabled_is_a_no_op_without_wandb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WANDB_MODE", "disabled")
-    tracker = tracking.start(make_cfg("logger=wandb"), tmp_path, job_type="train")
+    tracker = tracking.start(make_job("logger=wandb"), tmp_path, job_type="train")
     assert isinstance(tracker, tracking.NoTracker) and not (tmp_path / "wandb").exists()
 
 
@@ -171,6 +171,6 @@ def test_wandb_failing_to_start_gives_a_no_op_tracker(
 
     monkeypatch.setattr(wandb, "init", broken_init)
     with caplog.at_level(logging.WARNING, logger="testbed.tracking"):
-        tracker = tracking.start(make_cfg("logger=wandb"), tmp_path, job_type="train")
+        tracker = tracking.start(make_job("logger=wandb"), tmp_path, job_type="train")
     assert isinstance(tracker, tracking.NoTracker)
     assert "no wandb today" in caplog.text

@@ -18,7 +18,7 @@ from stable_baselines3 import PPO
 from testbed.pipeline import run, setup
 from testbed.results import run_name
 from testbed.validation import validate_job
-from tests.conftest import CONF, make_cfg
+from tests.conftest import CONF, make_cfg, make_job
 
 ENV_NAMES = sorted(p.stem for p in (CONF / "env").glob("*.yaml"))
 # A job on MountainCarContinuous-v0 composed from Pendulum's file (both: Box observations, one Box action).
@@ -51,19 +51,19 @@ def test_discrete_observations_fail_naming_env_id_and_space() -> None:
 
 
 def test_observation_space_is_checked_after_the_env_wrappers() -> None:
-    validate_job(make_cfg("env=doorkey"))  # MiniGrid's Dict observation, a Box after env.wrapper=minigrid_flat
+    validate_job(make_job("env=doorkey"))  # MiniGrid's Dict observation, a Box after env.wrapper=minigrid_flat
     with pytest.raises(ValueError, match=r"env.id='MiniGrid-DoorKey-5x5-v0'.*observation space Dict"):
-        validate_job(make_cfg("env=doorkey", "env.wrapper=null"))
+        validate_job(make_job("env=doorkey", "env.wrapper=null"))
 
 
 def test_unsupported_action_space_fails_naming_env_id_and_space() -> None:
-    cfg = make_cfg("env=cartpole", "debug=fast", "env.id=TestbedMultiDiscreteActions-v0", "env.success_return=null")
+    cfg = make_job("env=cartpole", "debug=fast", "env.id=TestbedMultiDiscreteActions-v0", "env.success_return=null")
     with pytest.raises(ValueError, match=r"env.id='TestbedMultiDiscreteActions-v0'.*action space MultiDiscrete"):
         validate_job(cfg)
 
 
 def test_dqn_expert_needs_discrete_actions() -> None:
-    cfg = make_cfg("env=mountaincar", "env.id=MountainCarContinuous-v0", "expert.check_reference=false")
+    cfg = make_job("env=mountaincar", "env.id=MountainCarContinuous-v0", "expert.check_reference=false")
     with pytest.raises(ValueError, match=r"env.expert_algo='dqn'.*Discrete.*MountainCarContinuous-v0"):
         validate_job(cfg)
 
@@ -107,7 +107,7 @@ def test_hydra_folders_use_the_name_of_the_env_id_used() -> None:
 
 def test_borrowed_reference_return_fails_naming_both_ids() -> None:
     with pytest.raises(ValueError) as info:
-        validate_job(make_cfg(*MCC))
+        validate_job(make_job(*MCC))
     message = str(info.value)
     for part in ("env.id='MountainCarContinuous-v0'", "env.reference_return=-250.0", "Pendulum-v1",
                  "env.settings_for=MountainCarContinuous-v0", "expert.check_reference=false"):  # fmt: skip
@@ -115,18 +115,18 @@ def test_borrowed_reference_return_fails_naming_both_ids() -> None:
 
 
 def test_reference_of_the_env_id_or_no_check_passes() -> None:
-    validate_job(make_cfg(*MCC, "expert.check_reference=false"))
-    cfg = make_cfg(*MCC, "env.reference_return=90", "env.settings_for=MountainCarContinuous-v0")
+    validate_job(make_job(*MCC, "expert.check_reference=false"))
+    cfg = make_job(*MCC, "env.reference_return=90", "env.settings_for=MountainCarContinuous-v0")
     validate_job(cfg)
     assert cfg.env.name == "mountaincarcontinuous-v0"
 
 
 def test_borrowed_success_return_fails_naming_it() -> None:
     # CartPole's success_return (475) would score every Acrobot episode a failure.
-    cfg = make_cfg("env=cartpole", "debug=fast", "env.id=Acrobot-v1")
+    cfg = make_job("env=cartpole", "debug=fast", "env.id=Acrobot-v1")
     with pytest.raises(ValueError, match=r"env.success_return=475.0 .*CartPole-v1.*env.success_return=null"):
         validate_job(cfg)
-    validate_job(make_cfg("env=cartpole", "debug=fast", "env.id=Acrobot-v1", "env.success_return=null"))
+    validate_job(make_job("env=cartpole", "debug=fast", "env.id=Acrobot-v1", "env.success_return=null"))
 
 
 # 3. Seeds.
@@ -140,7 +140,7 @@ def test_negative_seed_fails_naming_the_key(key: str) -> None:
 
 def test_seed_beyond_numpys_range_fails_naming_the_key() -> None:
     with pytest.raises(ValueError, match=r"^seed=4294967296 is out of range"):
-        validate_job(make_cfg("env=cartpole", f"seed={2**32}"))
+        validate_job(make_job("env=cartpole", f"seed={2**32}"))
 
 
 # 4. A user's expert file.
@@ -161,16 +161,16 @@ def _bad_zips(folder: Path) -> dict[str, Path]:
 
 def test_expert_path_that_is_no_sb3_model_fails_naming_key_and_file(tmp_path: Path) -> None:
     for path in _bad_zips(tmp_path / "zips").values():
-        cfg = make_cfg("env=cartpole", "debug=fast", f"expert.path={path}")
+        cfg = make_job("env=cartpole", "debug=fast", f"expert.path={path}")
         with pytest.raises(ValueError, match=rf"^expert.path={re.escape(str(path))}: .*SB3 PPO model"):
             validate_job(cfg)
-    validate_job(make_cfg("env=cartpole", "debug=fast", f"expert.path={tmp_path / 'zips' / 'good.zip'}"))
+    validate_job(make_job("env=cartpole", "debug=fast", f"expert.path={tmp_path / 'zips' / 'good.zip'}"))
 
 
 def test_missing_expert_path_fails_naming_key_and_file(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere.zip"
     with pytest.raises(FileNotFoundError, match=rf"^expert.path={re.escape(str(missing))} does not exist"):
-        validate_job(make_cfg("env=cartpole", "debug=fast", f"expert.path={missing}"))
+        validate_job(make_job("env=cartpole", "debug=fast", f"expert.path={missing}"))
 
 
 def test_bad_expert_path_trains_and_caches_nothing(tmp_path: Path) -> None:
