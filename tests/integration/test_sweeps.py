@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 
 from testbed.cli import record_failure
 from testbed.config import to_config
-from testbed.results import config_hash, is_complete
+from testbed.results import config_hash, is_complete, run_name
 from testbed.sweep import MANIFEST, claim_dir, expand
 from testbed.validation import validate_job
 from tests.conftest import CONF, make_cfg
@@ -115,6 +115,22 @@ def test_study_is_the_union_of_the_presets_so_their_results_are_reused() -> None
     study = hashes("study")
     parts = [hashes(name) for name in ("bc_frontier", "rl_budget", "from_scratch")]
     assert study == set().union(*parts) and sum(map(len, parts)) == len(study) == 3 + 1 + 1
+
+
+def test_the_gap_preset_sweeps_four_starts_and_scratch_per_env_and_its_variants_name_the_start() -> None:
+    """experiment=gap: 4 envs x (4 BC starts + scratch) x 5 seeds, each job's run name env-start-seed, every job
+    on the same RL budgets, and every (env, start) a distinct config apart from the seed."""
+    jobs = preset_jobs("gap")
+    assert len(jobs) == 4 * 5 * 5
+    names = [run_name(make_cfg("experiment=gap", *job)) for job in preset_jobs("gap", "seed=0")]
+    assert len(set(names)) == 20 and "doorkey8-d2048-s0" in names and "mountaincar-scratch-s0" in names
+    envs = {next(o for o in job if o.startswith("env=")) for job in jobs}
+    assert envs == {"env=pendulum", "env=mountaincar", "env=doorkey", "env=doorkey8"}
+    assert {o for job in jobs for o in job if o.startswith("rl.budgets")} == {
+        "rl.budgets=[0,3000,10000,30000,60000,100000]"
+    }
+    hashes = {config_hash(make_cfg("experiment=gap", *job)) for job in preset_jobs("gap", "seed=0")}
+    assert len(hashes) == 20
 
 
 def test_command_line_overrides_win_over_preset_params() -> None:
