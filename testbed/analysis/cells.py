@@ -4,7 +4,7 @@ labels, and the tidy checkpoint and layer rows; per cell, its kind and which dem
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -217,3 +217,14 @@ def kinds(points: pd.DataFrame) -> pd.Series:
     by_cell = points.groupby("cell").agg(init=("rl_init", "first"), top=("rl_steps", "max"))
     kind = np.where(by_cell["init"] == "scratch", "scratch", np.where(by_cell["top"] > 0, "bc_rl", "bc_only"))
     return pd.Series(kind, index=by_cell.index)
+
+
+def start_and_budgets(points: pd.DataFrame, metric: str) -> Iterator[tuple[str, Any, pd.Series, pd.DataFrame]]:
+    """Per BC+RL cell and RL budget > 0: (cell, budget, each seed's `metric` at RL step 0 indexed by seed, the
+    budget's rows); the walk both the gain (tables.tradeoff_table) and the imitation share (gap.share_table) pair."""
+    pts = cell_points(points)
+    pts = pts[pts["cell"].map(kinds(pts)).eq("bc_rl")]
+    for cell, g in pts.groupby("cell", sort=False):
+        start = g[g["rl_steps"] == 0].set_index("seed")[metric]
+        for rl_steps, b in g[g["rl_steps"] > 0].groupby("rl_steps"):
+            yield str(cell), rl_steps, start, b

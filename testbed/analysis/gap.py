@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from testbed import stats
-from testbed.analysis.cells import cell_points, kinds
+from testbed.analysis.cells import cell_points, kinds, start_and_budgets
 from testbed.analysis.frontier import _draws, iqm
 
 METRIC = "eval/normalized_score"
@@ -235,37 +235,33 @@ def share_table(
     BC+RL scores drawn together); resamples whose denominator falls below MIN_SHARE_DENOMINATOR are undefined, and
     a CI with more than (1 - confidence) / 2 of its resamples undefined is NaN.
     """
-    pts = cell_points(points)
-    pts = pts[pts["cell"].map(kinds(pts)).eq("bc_rl")]
     alpha = (1.0 - confidence) / 2
     rows = []
-    for cell, g in pts.groupby("cell", sort=False):
-        start = g[g["rl_steps"] == 0].set_index("seed")[metric]
-        for rl_steps, b in g[g["rl_steps"] > 0].groupby("rl_steps"):
-            both = pd.concat([start, b.set_index("seed")[metric]], axis=1, join="inner").dropna()
-            bc, rl = (both.iloc[:, i].to_numpy(dtype=np.float64) for i in (0, 1))
-            row = {
-                "env": b["env"].iloc[0],
-                "label": b["label"].iloc[0],
-                "cell": cell,
-                "rl_steps": rl_steps,
-                "n_seeds": len(both),
-                "bc": float(iqm(bc)) if len(bc) else np.nan,
-                "bc_rl": float(iqm(rl)) if len(rl) else np.nan,
-                "share": np.nan,
-                "share_ci_low": np.nan,
-                "share_ci_high": np.nan,
-            }
-            if len(bc) and row["bc_rl"] >= MIN_SHARE_DENOMINATOR:
-                row["share"] = row["bc"] / row["bc_rl"]
-                if len(bc) >= 2:
-                    draw = _draws(len(bc), n_resamples, np.random.default_rng(seed), halves=False)[1:]
-                    num, den = iqm(bc[draw]), iqm(rl[draw])
-                    ok = den >= MIN_SHARE_DENOMINATOR
-                    if np.mean(~ok) <= alpha:
-                        low, high = np.quantile(num[ok] / den[ok], [alpha, 1.0 - alpha], method="inverted_cdf")
-                        row |= {"share_ci_low": float(low), "share_ci_high": float(high)}
-            rows.append(row)
+    for cell, rl_steps, start, b in start_and_budgets(points, metric):
+        both = pd.concat([start, b.set_index("seed")[metric]], axis=1, join="inner").dropna()
+        bc, rl = (both.iloc[:, i].to_numpy(dtype=np.float64) for i in (0, 1))
+        row = {
+            "env": b["env"].iloc[0],
+            "label": b["label"].iloc[0],
+            "cell": cell,
+            "rl_steps": rl_steps,
+            "n_seeds": len(both),
+            "bc": float(iqm(bc)) if len(bc) else np.nan,
+            "bc_rl": float(iqm(rl)) if len(rl) else np.nan,
+            "share": np.nan,
+            "share_ci_low": np.nan,
+            "share_ci_high": np.nan,
+        }
+        if len(bc) and row["bc_rl"] >= MIN_SHARE_DENOMINATOR:
+            row["share"] = row["bc"] / row["bc_rl"]
+            if len(bc) >= 2:
+                draw = _draws(len(bc), n_resamples, np.random.default_rng(seed), halves=False)[1:]
+                num, den = iqm(bc[draw]), iqm(rl[draw])
+                ok = den >= MIN_SHARE_DENOMINATOR
+                if np.mean(~ok) <= alpha:
+                    low, high = np.quantile(num[ok] / den[ok], [alpha, 1.0 - alpha], method="inverted_cdf")
+                    row |= {"share_ci_low": float(low), "share_ci_high": float(high)}
+        rows.append(row)
     return (
         pd.DataFrame(rows).sort_values(["env", "bc", "label", "rl_steps"], ignore_index=True)
         if rows

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from testbed import stats
-from testbed.analysis.cells import cell_points, kinds
+from testbed.analysis.cells import cell_points, kinds, start_and_budgets
 from testbed.analysis.frontier import _START, Frontier, _censoring, _draws, _equivalents, _gain, fit_frontier, iqm
 from testbed.analysis.load import Sweep
 
@@ -323,33 +323,29 @@ def tradeoff_table(points: pd.DataFrame, metric: str = METRIC) -> pd.DataFrame:
     Drift columns are IQMs over seeds; `cka_*` first average the hidden layers; `expert_loglik_change` is the
     forgetting probe (log-likelihood of the expert's actions, now minus at the BC snapshot).
     """
-    pts = cell_points(points)
-    pts = pts[pts["cell"].map(kinds(pts)).eq("bc_rl")]
     rows = []
-    for cell, g in pts.groupby("cell", sort=False):
-        start = g[g["rl_steps"] == 0].set_index("seed")[metric]
-        for rl_steps, b in g[g["rl_steps"] > 0].groupby("rl_steps"):
-            b = b.set_index("seed")
-            gain = (b[metric] - start.reindex(b.index)).dropna().to_numpy()
-            row = {
-                "env": b["env"].iloc[0],
-                "label": b["label"].iloc[0],
-                "cell": cell,
-                "rl_steps": rl_steps,
-                "n_seeds": len(b),
-            }
-            if len(gain):
-                agg = aggregate(gain)
-                row |= {"gain": agg["iqm"], "gain_ci_low": agg["iqm_ci_low"], "gain_ci_high": agg["iqm_ci_high"]}
-            for name, key in DRIFT_SUMMARY.items():
-                cols = [c for c in b.columns if c == key or (key.endswith("/") and c.startswith(key))]
-                values = b[cols].mean(axis=1).dropna().to_numpy() if cols else np.array([])
-                row[name] = float(iqm(values)) if len(values) else np.nan
-            if {"drift/expert_loglik", "drift/expert_loglik_bc"} <= set(b.columns):
-                row["expert_loglik_change"] = float(
-                    iqm((b["drift/expert_loglik"] - b["drift/expert_loglik_bc"]).dropna().to_numpy())
-                )
-            rows.append(row)
+    for cell, rl_steps, start, b in start_and_budgets(points, metric):
+        b = b.set_index("seed")
+        gain = (b[metric] - start.reindex(b.index)).dropna().to_numpy()
+        row = {
+            "env": b["env"].iloc[0],
+            "label": b["label"].iloc[0],
+            "cell": cell,
+            "rl_steps": rl_steps,
+            "n_seeds": len(b),
+        }
+        if len(gain):
+            agg = aggregate(gain)
+            row |= {"gain": agg["iqm"], "gain_ci_low": agg["iqm_ci_low"], "gain_ci_high": agg["iqm_ci_high"]}
+        for name, key in DRIFT_SUMMARY.items():
+            cols = [c for c in b.columns if c == key or (key.endswith("/") and c.startswith(key))]
+            values = b[cols].mean(axis=1).dropna().to_numpy() if cols else np.array([])
+            row[name] = float(iqm(values)) if len(values) else np.nan
+        if {"drift/expert_loglik", "drift/expert_loglik_bc"} <= set(b.columns):
+            row["expert_loglik_change"] = float(
+                iqm((b["drift/expert_loglik"] - b["drift/expert_loglik_bc"]).dropna().to_numpy())
+            )
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
