@@ -6,7 +6,7 @@ import logging
 import math
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -131,65 +131,122 @@ def minibatches(
             yield x_epoch[start : start + batch], y_epoch[start : start + batch]
 
 
-def train_bc(
-    policy: ActorCriticPolicy, demos: Demonstrations, cfg: BCConfig, seed: int, progress: bool = True
-) -> BCResult:
-    """Fit the actor to the demonstrations by NLL (+ optional entropy bonus and L2), in place.
+class BCTrainer:
+    """BC's state between calls: the held-out split, Adam on the actor, the minibatch stream and the counters.
 
+    `run_to(k)` trains until k gradient steps in all, so one run can stop at several step counts (BC checkpoints,
+    the scale study's BC-continuation control) and each stop equals a separate run of k steps: nothing in a step
+    depends on the total.
     1. Hold out `val_fraction` of the transitions.
     2. Minibatches are slices of a once-per-epoch shuffled copy of the training tensors (`minibatches`; no
        DataLoader: slicing a tensor is much faster than collating samples one by one).
     3. Adam on the actor's parameters only; the critic is left for PPO.
     """
-    start = time.perf_counter()
-    obs, actions = to_tensors(policy, demos)
-    train_idx, val_idx = split(len(actions), cfg.val_fraction, seed)
-    x_tr, y_tr = obs[train_idx], actions[train_idx]
-    x_val, y_val = obs[val_idx], actions[val_idx]
-    params = actor_parameters(policy)
-    # fused: one kernel for all parameters; Adam's per-parameter work was the largest single cost of a BC step.
-    optimizer = torch.optim.Adam(params, lr=cfg.lr, fused=True)
-    generator = torch.Generator().manual_seed(seed)
-    policy.set_training_mode(True)
-    n, batch = len(y_tr), min(cfg.batch_size, len(y_tr))
-    batches, samples, window, curve = minibatches(x_tr, y_tr, batch, generator), 0, [], []
-    # Read once into locals: the loop below is BC's hot path.
-    ent_coef, l2_coef, log_every = float(cfg.ent_coef), float(cfg.l2_coef), int(cfg.log_every)
-    bar = tqdm(range(cfg.grad_steps), desc="bc", disable=not (progress and sys.stderr.isatty()))
-    for step in bar:
-        x, y = next(batches)
-        nll, entropy = nll_and_entropy(policy, x, y)
-        loss = nll - ent_coef * entropy
-        if l2_coef:
-            loss = loss + l2_coef * sum((p**2).sum() for p in params)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        samples += batch
-        window.append(nll.item())
-        if (step + 1) % log_every == 0 or step + 1 == cfg.grad_steps:
-            curve.append(
-                {
-                    "bc/samples": samples,
-                    "bc/grad_steps": step + 1,
-                    "bc/train_nll": float(np.mean(window)),
-                    "bc/entropy": entropy.item(),
-                    "bc/val_nll": _val_nll(policy, x_val, y_val),
-                }
-            )
-            window = []
-    policy.set_training_mode(False)
-    result = BCResult(
-        samples=samples,
-        grad_steps=cfg.grad_steps,
-        train_transitions=n,
-        val_transitions=len(val_idx),
-        train_nll=curve[-1]["bc/train_nll"] if curve else float("nan"),
-        val_nll=_val_nll(policy, x_val, y_val),
-        val_agreement=agreement_with_demos(policy, x_val, y_val),
-        wall_s=time.perf_counter() - start,
-        curve=curve,
-    )
+
+    def __init__(
+        self,
+        policy: ActorCriticPolicy,
+        demos: Demonstrations,
+        cfg: BCConfig,
+        seed: int,
+        lr: float | None = None,
+        batch_size: int | None = None,
+    ):
+        start = time.perf_counter()
+        self.policy, self.cfg = policy, cfg
+        obs, actions = to_tensors(policy, demos)
+        train_idx, val_idx = split(len(actions), cfg.val_fraction, seed)
+        x_tr, y_tr = obs[train_idx], actions[train_idx]
+        self.x_val, self.y_val = obs[val_idx], actions[val_idx]
+        self.params = actor_parameters(policy)
+        # fused: one kernel for all parameters; Adam's per-parameter work was the largest single cost of a BC step.
+        self.optimizer = torch.optim.Adam(self.params, lr=cfg.lr if lr is None else lr, fused=True)
+        self.batch = min(cfg.batch_size if batch_size is None else batch_size, len(y_tr))
+        self.batches = minibatches(x_tr, y_tr, self.batch, torch.Generator().manual_seed(seed))
+        self.train_transitions = len(y_tr)
+        self.steps, self.samples = 0, 0
+        self.window: list[float] = []  # training NLLs since the last curve row
+        self.curve: list[dict[str, float]] = []
+        self.wall_s = time.perf_counter() - start
+
+    def run_to(self, steps: int, bar: tqdm | None = None) -> None:
+        """Train until `steps` gradient steps in all (none if already there); the policy is left in eval mode."""
+        start = time.perf_counter()
+        policy, optimizer, params = self.policy, self.optimizer, self.params
+        # Read once into locals: the loop below is BC's hot path.
+        ent_coef, l2_coef, log_every = float(self.cfg.ent_coef), float(self.cfg.l2_coef), int(self.cfg.log_every)
+        policy.set_training_mode(True)
+        while self.steps < steps:
+            x, y = next(self.batches)
+            nll, entropy = nll_and_entropy(policy, x, y)
+            loss = nll - ent_coef * entropy
+            if l2_coef:
+                loss = loss + l2_coef * sum((p**2).sum() for p in params)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            self.steps += 1
+            self.samples += self.batch
+            self.window.append(nll.item())
+            # Rows at multiples of log_every and at cfg.grad_steps, never at a stop: stops change no row.
+            if self.steps % log_every == 0 or self.steps == self.cfg.grad_steps:
+                self.curve.append(
+                    {
+                        "bc/samples": self.samples,
+                        "bc/grad_steps": self.steps,
+                        "bc/train_nll": float(np.mean(self.window)),
+                        "bc/entropy": entropy.item(),
+                        "bc/val_nll": _val_nll(policy, self.x_val, self.y_val),
+                    }
+                )
+                self.window = []
+            if bar is not None:
+                bar.update(1)
+        policy.set_training_mode(False)
+        self.wall_s += time.perf_counter() - start
+
+    def _train_nll(self) -> float:
+        """The mean training NLL since the last curve row, as a run ending here would log it."""
+        if self.window:
+            return float(np.mean(self.window))
+        return self.curve[-1]["bc/train_nll"] if self.curve else math.nan
+
+    def result(self) -> BCResult:
+        """What BC did so far."""
+        return BCResult(
+            samples=self.samples,
+            grad_steps=self.steps,
+            train_transitions=self.train_transitions,
+            val_transitions=len(self.y_val),
+            train_nll=self._train_nll(),
+            val_nll=_val_nll(self.policy, self.x_val, self.y_val),
+            val_agreement=agreement_with_demos(self.policy, self.x_val, self.y_val),
+            wall_s=self.wall_s,
+            curve=list(self.curve),
+        )
+
+
+def train_bc(
+    policy: ActorCriticPolicy,
+    demos: Demonstrations,
+    cfg: BCConfig,
+    seed: int,
+    progress: bool = True,
+    on_checkpoint: Callable[[BCResult], None] | None = None,
+) -> BCResult:
+    """Fit the actor to the demonstrations by NLL (+ optional entropy bonus and L2), in place (see BCTrainer).
+
+    At each of `cfg.checkpoints` below `cfg.grad_steps`, `on_checkpoint` gets the result so far while the policy
+    holds those weights (its own evaluation must leave them as they are).
+    """
+    trainer = BCTrainer(policy, demos, cfg, seed)
+    stops = sorted({k for k in cfg.checkpoints if k < cfg.grad_steps} | {cfg.grad_steps})
+    with tqdm(total=cfg.grad_steps, desc="bc", disable=not (progress and sys.stderr.isatty())) as bar:
+        for k in stops:
+            trainer.run_to(k, bar)
+            if k < cfg.grad_steps and on_checkpoint is not None:
+                on_checkpoint(trainer.result())
+    result = trainer.result()
     log.info(
         "bc: %d steps, %d samples, val NLL %.3f, val agreement %.3f in %.1f s",
         result.grad_steps,

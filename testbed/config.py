@@ -94,6 +94,9 @@ class BCConfig:
     """Behaviour cloning into the SB3 ActorCriticPolicy that PPO fine-tunes."""
 
     grad_steps: int = 2000
+    # Fewer gradient steps at which the same run's BC policy is also evaluated (`bc.checkpoints` in results.json):
+    # BC configurations differing only in steps come from one run, as RL budgets do; each equals a separate run.
+    checkpoints: list[int] = field(default_factory=list)
     batch_size: int = 1024  # capped at the training set: small demo sets train full-batch
     lr: float = 1e-3
     ent_coef: float = 0.0  # bonus on the policy's entropy

@@ -12,9 +12,9 @@ import shutil
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import gymnasium as gym
 import numpy as np
@@ -30,7 +30,15 @@ from testbed.cache import (
     write_record,
 )
 from testbed.config import Config, DemosConfig, DemoSource, EnvConfig
-from testbed.envs import DEMO_SEED_BASE, env_key_fields, full_observation, hidden_indices, make_env, mask_observation
+from testbed.envs import (
+    DEMO_SEED_BASE,
+    DEMO_SEEDS_PER_SET,
+    env_key_fields,
+    full_observation,
+    hidden_indices,
+    make_env,
+    mask_observation,
+)
 from testbed.expert import Expert, weaker_expert
 
 log = logging.getLogger(__name__)
@@ -82,32 +90,91 @@ def demo_sources(d: DemosConfig) -> list[dict[str, Any]]:
     ]
 
 
-def demos_key(cfg: Config, expert: Expert) -> str:
+def demos_key(cfg: Config, expert: Expert, episodes: int | None | Literal["config"] = "config") -> str:
+    """The dataset's cache key; `episodes` replaces the configured count (None: the key of the stream, any count)."""
     d: DemosConfig = cfg.demos
     fields: dict[str, Any] = {
         "expert": expert.params_sha256,  # its parameters: an identical retrained expert keeps its datasets
         "env": env_key_fields(cfg.env),
-        "episodes": d.episodes,
+        "episodes": d.episodes if episodes == "config" else episodes,
         "epsilon": d.epsilon,
         "deterministic": d.deterministic,
         "seed": d.seed,
     }
     if d.expert_quality is not None or d.mix:  # plain datasets keep the keys they had before mixtures
         # The checkpoint a quality target picks depends on the episodes it was evaluated on.
-        fields |= {"sources": demo_sources(d), "expert_eval_episodes": cfg.expert.eval_episodes}
+        sources = demo_sources(d)
+        if episodes != "config":
+            sources[0]["episodes"] = episodes
+        fields |= {"sources": sources, "expert_eval_episodes": cfg.expert.eval_episodes}
     return content_hash(fields)
 
 
+def stream_key(cfg: Config, expert: Expert) -> str | None:
+    """The demos key without the episode count: datasets with equal stream keys hold the same episodes in the same
+    order (episode i starts from demonstration seed i; epsilon draws come in order), so a smaller one is the first
+    episodes of a larger one. None for a mixture, whose later sources start after the earlier ones' episodes."""
+    if cfg.demos.mix:
+        return None
+    return content_hash({"demos_key": demos_key(cfg, expert, episodes=None), "prefix": "stream"})
+
+
 def get_demonstrations(cfg: Config, expert: Expert) -> Demonstrations:
-    """The cached dataset for (expert, demos config), collected here on a cache miss."""
+    """The cached dataset for (expert, demos config): its own, else the first episodes of a larger cached dataset of
+    the same stream (starts that differ in their demonstration count share one collection), else collected here."""
     key = demos_key(cfg, expert)
-    folder = Path(cfg.cache_dir) / "datasets" / "testbed" / f"{cfg.env.name}-{key[:16]}-v0"
+    folder = dataset_folder(cfg, key)
+    stream = stream_key(cfg, expert)
     with locked(folder):
         _remove_legacy_staging(folder)
         if not has_record(folder, "testbed.json"):  # a folder without it fails here, before collecting
+            larger = _larger_dataset(cfg, stream)
+            if larger is not None:
+                log.info("demos: the first %d episodes of %s", cfg.demos.episodes, larger)
+                with locked(larger):
+                    return first_episodes(load_dataset(larger, cfg.env), cfg.demos.episodes, key)
             episodes, sources = collect_sources(cfg, expert)
-            write_dataset(folder, episodes, cfg.env, key, sources)
+            write_dataset(folder, episodes, cfg.env, key, sources, stream)
         return load_dataset(folder, cfg.env)
+
+
+def dataset_folder(cfg: Config, key: str) -> Path:
+    return Path(cfg.cache_dir) / "datasets" / "testbed" / f"{cfg.env.name}-{key[:16]}-v0"
+
+
+def _larger_dataset(cfg: Config, stream: str | None) -> Path | None:
+    """The smallest complete cached dataset of `stream` with more episodes than cfg asks for, if any."""
+    if stream is None:
+        return None
+    found = []
+    for record in dataset_folder(cfg, "").parent.glob(f"{cfg.env.name}-*-v0/testbed.json"):
+        try:
+            meta = read_record(record, rebuild=record.parent)
+        except CacheError as exc:  # another dataset's problem: this job collects its own instead
+            log.warning("demos: not sharing %s: %s", record.parent, exc)
+            continue
+        if meta.get("stream") == stream and meta["episodes"] > cfg.demos.episodes:
+            found.append((meta["episodes"], record.parent))
+    return min(found)[1] if found else None
+
+
+def first_episodes(demos: Demonstrations, n: int, key: str) -> Demonstrations:
+    """The first `n` episodes of `demos` (path and sha256 stay the whole dataset's; `key` is the smaller one's)."""
+    end = int(demos.episode_starts[n]) if n < demos.n_episodes else demos.n_transitions
+    returns = demos.returns[:n]
+    sources = [s | {"episodes": n, "mean_return": float(returns.mean())} for s in demos.sources]
+    return replace(
+        demos,
+        observations=demos.observations[:end],
+        actions=demos.actions[:end],
+        rewards=demos.rewards[:end],
+        terminated=demos.terminated[:end],
+        truncated=demos.truncated[:end],
+        episode_starts=demos.episode_starts[:n],
+        returns=returns,
+        key=key,
+        sources=sources,
+    )
 
 
 def _remove_legacy_staging(folder: Path) -> None:
@@ -179,7 +246,7 @@ def collect_episodes(
         action, _ = expert.model.predict(obs, deterministic=d.deterministic)
         return env.action_space.sample() if rng.random() < epsilon else action
 
-    seeds = [DEMO_SEED_BASE + 10_000 * d.seed + i for i in range(first, first + n)]
+    seeds = [DEMO_SEED_BASE + DEMO_SEEDS_PER_SET * d.seed + i for i in range(first, first + n)]
     out = [record_episode(env, choose, seed, observe=lambda obs: mask_observation(obs, hidden)) for seed in seeds]
     env.close()
     return out
@@ -226,6 +293,7 @@ def write_dataset(
     env_cfg: EnvConfig,
     key: str,
     sources: list[dict[str, Any]] | None = None,
+    stream: str | None = None,
 ) -> None:
     """Write a Minari dataset into a temp root, then rename it into place (atomic for readers).
 
@@ -272,6 +340,7 @@ def write_dataset(
                 "returns": returns,
                 "mean_return": float(np.mean(returns)),
                 "sources": sources or [],
+                "stream": stream,  # stream_key: a smaller dataset of the same stream is a prefix of this one
                 "episode_sources": [int(ep.get("source", 0)) for ep in episodes],
                 "sha256": tree_sha256(made / "data"),
             },

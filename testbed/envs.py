@@ -25,6 +25,7 @@ VELOCITY_INDICES: dict[str, list[int]] = {
 # (train_env_seeds), tagged with TRAIN_STREAM so no other use of a SeedSequence reproduces them.
 TRAIN_STREAM = 0x7261696E
 DEMO_SEED_BASE = 1_000_000
+DEMO_SEEDS_PER_SET = 10_000  # demos.seed s starts its episodes at DEMO_SEED_BASE + s * 10,000
 EVAL_SEED_BASE = 2_000_000
 
 

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from omegaconf import DictConfig
 from stable_baselines3 import PPO
@@ -16,7 +17,7 @@ from stable_baselines3.common.utils import set_random_seed
 
 from testbed import tracking
 from testbed.anchoring import attach_anchor, ppo_class
-from testbed.bc import train_bc
+from testbed.bc import BCResult, train_bc
 from testbed.cache import atomic_write, file_sha256
 from testbed.compute import StageCompute, actor_params, train_flops
 from testbed.config import Config, to_config
@@ -93,7 +94,7 @@ def _run_stages(cfg: Config, results: ResultsFile, tracker: Tracker) -> None:
     demos = demos_stage(cfg, expert.expert)
     results.record_demos(demos)
     model = build_ppo(cfg.env, make_vec_env(cfg.env, cfg.seed), cfg.seed, algo=ppo_class(cfg.rl.anchor))
-    bc = bc_stage(cfg, model, demos.demos, folder)  # None for RL from scratch
+    bc = bc_stage(cfg, model, demos.demos, expert.references, folder)  # None for RL from scratch
     if bc is not None:
         results.record_bc(bc)
         tracker.log_bc(bc.result.curve)
@@ -132,21 +133,51 @@ def demos_stage(cfg: Config, expert: Expert) -> DemosStage:
     return DemosStage(demos=demos, wall_s=time.perf_counter() - start)
 
 
-def bc_stage(cfg: Config, model: PPO, demos: Demonstrations, folder: Path) -> BCStage | None:
-    """Behaviour cloning into the PPO policy, saved as `folder`/bc_policy.pt; None for RL from scratch."""
+def bc_stage(cfg: Config, model: PPO, demos: Demonstrations, refs: dict[str, float], folder: Path) -> BCStage | None:
+    """Behaviour cloning into the PPO policy, saved as `folder`/bc_policy.pt, evaluated at `bc.checkpoints` on the
+    way; None for RL from scratch."""
     if cfg.rl.init != "bc":
         return None
-    bc = train_bc(model.policy, demos, cfg.bc, cfg.seed, progress=cfg.progress)
+    rows: list[dict[str, Any]] = []
+    bc = train_bc(
+        model.policy,
+        demos,
+        cfg.bc,
+        cfg.seed,
+        progress=cfg.progress,
+        on_checkpoint=lambda r: rows.append(bc_checkpoint_row(cfg, model.policy, r, refs)),
+    )
     bc_path = folder / "bc_policy.pt"
     atomic_write(bc_path, lambda f: torch.save(model.policy.state_dict(), f))
-    # BC runs the actor only: forward + backward on every sample.
-    compute = StageCompute(
-        samples=bc.samples,
-        grad_steps=bc.grad_steps,
-        flops=train_flops(actor_params(model.policy), bc.samples),
-        wall_s=bc.wall_s,
+    compute = bc_compute(model.policy, bc)
+    return BCStage(result=bc, policy=Artifact(bc_path, file_sha256(bc_path)), compute=compute, checkpoints=rows)
+
+
+def bc_compute(policy: ActorCriticPolicy, bc: BCResult) -> StageCompute:
+    """BC's work: it runs the actor only, forward + backward on every sample."""
+    flops = train_flops(actor_params(policy), bc.samples)
+    return StageCompute(samples=bc.samples, grad_steps=bc.grad_steps, flops=flops, wall_s=bc.wall_s)
+
+
+def bc_checkpoint_row(cfg: Config, policy: ActorCriticPolicy, bc: BCResult, refs: dict[str, float]) -> dict[str, Any]:
+    """A BC checkpoint: the policy after `bc.grad_steps` steps, evaluated as a budget-0 checkpoint is (no drift: it
+    is a start). Torch's and numpy's global random states are restored after it, so evaluating changes no later
+    number (a stochastic evaluation samples from torch's)."""
+    np_state = np.random.get_state()
+    t = time.perf_counter()
+    with torch.random.fork_rng(devices=[]):
+        cap = evaluate(cfg.env, policy_act(policy, cfg.eval.deterministic), cfg.eval.episodes, cfg.eval.seed)
+    np.random.set_state(np_state)
+    compute = bc_compute(policy, bc)
+    return (
+        {"rl_steps": 0, "bc/grad_steps": bc.grad_steps, "bc/train_nll": bc.train_nll, "bc/val_nll": bc.val_nll}
+        | {"bc/val_agreement": bc.val_agreement}
+        | cap.row(refs["random_return"], refs["expert_return"])
+        | {"eval/wall_s": time.perf_counter() - t}
+        | StageCompute().as_dict("rl")
+        | compute.as_dict("bc")
+        | {"compute/total/flops": compute.flops}
     )
-    return BCStage(result=bc, policy=Artifact(bc_path, file_sha256(bc_path)), compute=compute)
 
 
 def voting_stage(

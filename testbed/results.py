@@ -8,7 +8,7 @@ import logging
 import platform
 import tempfile
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
@@ -59,11 +59,24 @@ TOP_LEVEL_KEYS = (
 OPTIONAL_KEYS = ("voting",)
 
 
+# Settings added after results existed, left out of the hash at their neutral value (what every job did before
+# they existed), so earlier results keep their identity and a resumed sweep still skips them.
+_HASH_NEUTRAL: dict[str, Any] = {"bc.checkpoints": []}
+
+
 def config_hash(cfg: DictConfig) -> str:
     """Hash of the resolved config without reporting-only settings: equal hash, equal result."""
     data = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(data, dict)
-    return content_hash({k: v for k, v in data.items() if k not in _NOT_HASHED})
+    data = {k: v for k, v in data.items() if k not in _NOT_HASHED}
+    for dotted, neutral in _HASH_NEUTRAL.items():
+        *parents, leaf = dotted.split(".")
+        node: Any = data
+        for key in parents:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict) and node.get(leaf, object()) == neutral:
+            del node[leaf]
+    return content_hash(data)
 
 
 # What a job's numbers depend on beyond its config: recorded in results.json (`versions`).
@@ -115,6 +128,7 @@ class BCStage:
     result: BCResult  # its wall_s is the stage's
     policy: Artifact  # the BC policy's state dict, bc_policy.pt
     compute: StageCompute  # the checkpoint rows' `compute/bc/*`
+    checkpoints: list[dict[str, Any]] = field(default_factory=list)  # rows at bc.checkpoints (bc.checkpoints)
 
 
 @dataclass(frozen=True)
@@ -207,6 +221,7 @@ class ResultsFile:
             "val_agreement": bc.val_agreement,
             "wall_s": bc.wall_s,
             "curve": bc.curve,
+            "checkpoints": stage.checkpoints,
         }
         self.write()
 

@@ -4,7 +4,7 @@ because it needs the env, the expert or SB3. pipeline.setup runs them; a failure
 from __future__ import annotations
 
 from testbed.config import SEED_RANGE, Config, DemosConfig, DemoSource
-from testbed.envs import check_env_id, check_spaces
+from testbed.envs import DEMO_SEEDS_PER_SET, check_env_id, check_spaces
 from testbed.expert import check_expert_kwargs, load_user_expert_zip
 from testbed.policy import check_ppo_kwargs
 
@@ -23,9 +23,16 @@ def validate_job(cfg: Config) -> None:
     _one_of("logger.mode", cfg.logger.mode, ("offline", "online", "disabled"))
     if any(b < 0 for b in cfg.rl.budgets) or (cfg.rl.budget is not None and cfg.rl.budget < 0):
         raise ValueError(f"rl.budgets must be >= 0, got {list(cfg.rl.budgets)} / rl.budget={cfg.rl.budget}")
+    if any(not 0 < k <= cfg.bc.grad_steps for k in cfg.bc.checkpoints):
+        raise ValueError(
+            f"bc.checkpoints must lie in [1, bc.grad_steps={cfg.bc.grad_steps}], got {list(cfg.bc.checkpoints)}"
+        )
     _check_demo_source("demos", cfg.demos)
     for i, source in enumerate(cfg.demos.mix):
         _check_demo_source(f"demos.mix[{i}]", source)
+    total = cfg.demos.episodes + sum(s.episodes for s in cfg.demos.mix)
+    if total > DEMO_SEEDS_PER_SET:  # demos.seed s uses start seeds s * 10,000 + i: more would reach set s + 1's
+        raise ValueError(f"demos: {total} episodes in all, more than one set's {DEMO_SEEDS_PER_SET} start seeds")
     for key, value in (
         ("demos.episodes", cfg.demos.episodes),
         ("eval.episodes", cfg.eval.episodes),

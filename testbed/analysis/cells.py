@@ -13,8 +13,9 @@ import pandas as pd
 from testbed.cache import content_hash
 from testbed.results import _NOT_HASHED
 
-# Config keys (dotted prefixes) that never split a cell: the seed, where the job reports, which budgets.
-_NOT_CELL = (*_NOT_HASHED, "seed", "rl.budgets", "rl.budget", "env.rl_budgets")
+# Config keys (dotted prefixes) that never split a cell: the seed, where the job reports, which budgets and which
+# BC step counts it also evaluated (each such checkpoint becomes a record of its own, load._bc_checkpoint_records).
+_NOT_CELL = (*_NOT_HASHED, "seed", "rl.budgets", "rl.budget", "env.rl_budgets", "bc.checkpoints")
 # Keys that do not change a BC snapshot: its RL settings and its name.
 _NOT_BC = (*_NOT_CELL, "rl", "variant")
 # Keys that change what a frontier's capability means (task, expert, demonstration source, evaluation).

@@ -3,6 +3,7 @@ layer rows, and every job the analysis leaves out, with why."""
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 from collections.abc import Iterable, Sequence
@@ -57,10 +58,11 @@ def load(folders: Iterable[str | Path]) -> Sweep:
     records += _jobs_without_results(roots, manifests, records)
     jobs = _dedupe(pd.DataFrame(records, columns=_JOB_COLUMNS))
     included = [r for r in records if r["data"] is not None and jobs.loc[r["key"], "included"]]
-    _label_cells(included)
+    snapshots = [s for r in included for s in _bc_checkpoint_records(r)]
+    _label_cells(included + snapshots)
     for r in included:
         jobs.loc[r["key"], ["cell", "label", "frontier"]] = [r["cell"], r["label"], r["frontier"]]
-    points = pd.DataFrame([row for r in included for row in _checkpoint_rows(r)])
+    points = pd.DataFrame([row for r in included + snapshots for row in _checkpoint_rows(r)])
     layers = pd.DataFrame([row for r in included for row in _layer_rows(r)])
     if not points.empty:
         points = points.sort_values(["env", "label", "seed", "rl_steps"], ignore_index=True)
@@ -105,6 +107,21 @@ def _read_job(path: Path) -> dict[str, Any]:
         why = f"{error.get('type')}: {error.get('message')}" if error else "incomplete (running, or killed)"
         return rec | {"problem": f"{data.get('status')}: {why}"}
     return rec | {"data": data}
+
+
+def _bc_checkpoint_records(rec: dict[str, Any]) -> list[dict[str, Any]]:
+    """A job's BC checkpoints (`bc.checkpoints`) as records of their own: its config with bc.grad_steps = k and the
+    checkpoint as the only (budget-0) row, the BC snapshot a separate run of k steps makes (it equals one), so
+    cells, labels and the frontier take it as that run."""
+    data = rec["data"]
+    out = []
+    for row in (data.get("bc") or {}).get("checkpoints") or []:
+        k = int(row["bc/grad_steps"])
+        config = copy.deepcopy(data["config"])
+        config["bc"]["grad_steps"] = k
+        snapshot = data | {"config": config, "checkpoints": [row]}
+        out.append(rec | {"key": f"{rec['key']}#bc{k}", "data": snapshot})
+    return out
 
 
 def _read_manifest(path: Path) -> dict[str, Any]:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from testbed.cache import read_json
-from testbed.demonstrations import get_demonstrations
+from testbed.demonstrations import collect_episodes, demos_key, get_demonstrations
 from testbed.evaluate import normalized_score
 from testbed.expert import get_expert, random_reference, weaker_expert
 from testbed.pipeline import run
@@ -74,3 +74,26 @@ def test_results_json_shows_the_datasets_own_mean_return(fast_cfg: CfgFactory, t
     meta = json.loads((Path(demos["path"]) / "testbed.json").read_text())
     assert demos["mean_return"] == pytest.approx(np.mean(meta["returns"]))
     assert demos["mean_return"] < data["references"]["expert_return"]
+
+
+@pytest.mark.parametrize("epsilon", [0.0, 0.4])
+def test_fewer_episodes_are_the_first_of_a_larger_cached_set(fast_job: JobFactory, epsilon: float) -> None:
+    """Starts that differ only in their demonstration count share one collection: 3 episodes after 6 are the first 3
+    of the 6 (no new dataset), and equal 3 collected on their own (episode i's seed and epsilon draws are fixed)."""
+    large = fast_job("demos.episodes=6", f"demos.epsilon={epsilon}", "demos.seed=7")
+    expert = get_expert(large)
+    six = get_demonstrations(large, expert)
+    datasets = lambda: sorted(p for p in six.path.parent.iterdir() if p.is_dir())  # noqa: E731
+    before = datasets()
+    small = fast_job("demos.episodes=3", f"demos.epsilon={epsilon}", "demos.seed=7")
+    three = get_demonstrations(small, expert)
+    assert datasets() == before, "no dataset of its own"
+    assert (three.path, three.sha256, three.n_episodes) == (six.path, six.sha256, 3)
+    assert three.key == demos_key(small, expert) != six.key
+    alone = collect_episodes(small.env, expert, small.demos)
+    assert np.array_equal(three.actions, np.concatenate([ep["actions"] for ep in alone]))
+    assert np.array_equal(three.observations, np.concatenate([ep["observations"][:-1] for ep in alone]))
+    assert three.sources[0]["episodes"] == 3 and three.mean_return == np.mean([ep["rewards"].sum() for ep in alone])
+    # A mixture is never a prefix (its later sources start after the earlier ones' episodes): collected anew.
+    mixed = get_demonstrations(fast_job("demos.episodes=3", "demos.seed=7", "demos.mix=[{episodes:1}]"), expert)
+    assert mixed.path != six.path

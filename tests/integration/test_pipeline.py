@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch.distributions import Categorical
 
+from testbed import analysis
 from testbed.bc import to_tensors, train_bc
 from testbed.demonstrations import get_demonstrations
 from testbed.envs import make_vec_env
@@ -122,3 +123,23 @@ def test_one_long_run_equals_a_separate_run_at_each_budget(fast_cfg: CfgFactory,
     # Budget 0 reproduces the BC capability.
     assert single["checkpoints"][0]["eval/return_mean"] == by_steps[0]["eval/return_mean"]
     assert np.isfinite(long["checkpoints"][-1]["eval/normalized_score"])
+
+
+def test_bc_checkpoints_equal_separate_runs_and_change_nothing_after(fast_cfg: CfgFactory, tmp_path: Path) -> None:
+    """A job evaluated at bc.checkpoints: each stop scores as a separate BC run of that many steps (and the analysis
+    takes it as that run's BC snapshot, one cell), and its BC policy and RL rows are those of a job without stops."""
+    stopped = run(fast_cfg(f"output_dir={tmp_path / 'stopped'}", "bc.checkpoints=[50,120]", "rl.budgets=[0,512]"))
+    separate = run(fast_cfg(f"output_dir={tmp_path / 'separate'}", "bc.grad_steps=120", "rl.budgets=[0]"))
+    plain = run(fast_cfg(f"output_dir={tmp_path / 'plain'}", "rl.budgets=[0,512]"))
+    rows = stopped["bc"]["checkpoints"]
+    assert [r["bc/grad_steps"] for r in rows] == [50, 120]
+    assert rows[1]["eval/return_mean"] == separate["checkpoints"][0]["eval/return_mean"]
+    assert rows[1]["compute/bc/flops"] == separate["checkpoints"][0]["compute/bc/flops"]
+    strip = lambda rows: [{k: v for k, v in r.items() if "wall_s" not in k} for r in rows]  # noqa: E731
+    assert strip(stopped["checkpoints"]) == strip(plain["checkpoints"])
+    assert stopped["config_hash"] != plain["config_hash"]  # its results hold more: never taken for the plain job's
+
+    points = analysis.load([tmp_path]).points
+    at_120 = points[(points["grad_steps"] == 120) & (points["rl_steps"] == 0)]
+    assert len(at_120) == 2 and at_120["cell"].nunique() == 1  # the stop and the separate run: one cell
+    assert set(points.loc[points["rl_steps"] == 0, "grad_steps"]) == {50, 120, 200}

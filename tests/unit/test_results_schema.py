@@ -6,9 +6,11 @@ import re
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
+from testbed.cache import content_hash
 from testbed.pipeline import run
-from testbed.results import OPTIONAL_KEYS, TOP_LEVEL_KEYS, ResultsFile
+from testbed.results import _NOT_HASHED, OPTIONAL_KEYS, TOP_LEVEL_KEYS, ResultsFile, config_hash
 from tests.conftest import make_cfg
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -72,3 +74,13 @@ def test_the_readme_documents_every_checkpoint_column_of_a_job(fast_cfg) -> None
     assert not undocumented, f"checkpoint columns missing from README.md: {sorted(undocumented)}"
     unused = {n for n, p in patterns.items() if not any(p.fullmatch(c) for c in columns)} - CONTINUOUS_ONLY
     assert not unused, f"README.md documents checkpoint columns no job writes: {sorted(unused)}"
+
+
+def test_a_setting_at_its_neutral_value_hashes_as_before_it_existed() -> None:
+    """bc.checkpoints came after results existed: at [] (what every earlier job did) it is left out of the hash,
+    so their results keep their identity; any other value is hashed."""
+    cfg = make_cfg("env=cartpole")
+    data = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(data, dict) and data["bc"].pop("checkpoints") == []
+    assert config_hash(cfg) == content_hash({k: v for k, v in data.items() if k not in _NOT_HASHED})
+    assert config_hash(make_cfg("env=cartpole", "bc.checkpoints=[500]")) != config_hash(cfg)

@@ -143,6 +143,19 @@ def test_seed_beyond_numpys_range_fails_naming_the_key() -> None:
         validate_job(make_job("env=cartpole", f"seed={2**32}"))
 
 
+@pytest.mark.parametrize("steps", ["[0]", "[100,2001]"])
+def test_bc_checkpoint_outside_the_run_fails_naming_the_key(steps: str) -> None:
+    with pytest.raises(ValueError, match=r"^bc.checkpoints must lie in \[1, bc.grad_steps=2000\]"):
+        validate_job(make_job("env=cartpole", f"bc.checkpoints={steps}"))
+
+
+def test_more_demonstrations_than_one_sets_start_seeds_fail() -> None:
+    """demos.seed s starts its episodes s x 10,000 apart: 10,001 would reuse set s + 1's first start state."""
+    validate_job(make_job("env=cartpole", "demos.episodes=9999", "demos.mix=[{episodes:1}]"))
+    with pytest.raises(ValueError, match=r"^demos: 10001 episodes in all"):
+        validate_job(make_job("env=cartpole", "demos.episodes=10000", "demos.mix=[{episodes:1}]"))
+
+
 # 4. A user's expert file.
 
 
