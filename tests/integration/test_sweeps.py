@@ -117,20 +117,29 @@ def test_study_is_the_union_of_the_presets_so_their_results_are_reused() -> None
     assert study == set().union(*parts) and sum(map(len, parts)) == len(study) == 3 + 1 + 1
 
 
-def test_the_gap_preset_sweeps_four_starts_and_scratch_per_env_and_its_variants_name_the_start() -> None:
-    """experiment=gap: 4 envs x (4 BC starts + scratch) x 5 seeds, each job's run name env-start-seed, every job
-    on the same RL budgets, and every (env, start) a distinct config apart from the seed."""
+def test_the_gap_preset_sweeps_four_starts_scratch_and_the_frontier_per_env() -> None:
+    """experiment=gap: 4 envs x (4 BC starts + scratch) x 5 seeds on the same RL budgets, plus BC-only jobs that
+    extend each env's frontier (fN: 8,000 BC steps, a checkpoint at the starts' 2,000 where N is new); each job's
+    run name env-variant-seed, every (env, variant) a distinct config apart from the seed."""
     jobs = preset_jobs("gap")
-    assert len(jobs) == 4 * 5 * 5
-    names = [run_name(make_cfg("experiment=gap", *job)) for job in preset_jobs("gap", "seed=0")]
-    assert len(set(names)) == 20 and "doorkey8-d2048-s0" in names and "mountaincar-scratch-s0" in names
-    envs = {next(o for o in job if o.startswith("env=")) for job in jobs}
-    assert envs == {"env=pendulum", "env=mountaincar", "env=doorkey", "env=doorkey8"}
-    assert {o for job in jobs for o in job if o.startswith("rl.budgets")} == {
-        "rl.budgets=[0,3000,10000,30000,60000,100000]"
+    assert len(jobs) == (4 * 5 + 11) * 5
+    cfgs = [make_cfg("experiment=gap", *job) for job in preset_jobs("gap", "seed=0")]
+    names = [run_name(cfg) for cfg in cfgs]
+    assert len(set(names)) == 31 and {"doorkey8-d2048-s0", "mountaincar-scratch-s0", "pendulum-f512-s0"} < set(names)
+    assert {cfg.env.name for cfg in cfgs} == {"pendulum", "mountaincar", "doorkey", "doorkey8"}
+    starts = [cfg for cfg in cfgs if not cfg.variant.startswith("f")]
+    frontier = [cfg for cfg in cfgs if cfg.variant.startswith("f")]
+    assert len(starts) == 20 and len(frontier) == 11
+    assert all(list(cfg.rl.budgets) == [0, 3000, 10000, 30000, 60000, 100000] for cfg in starts)
+    assert all(list(cfg.rl.budgets) == [0] and cfg.bc.grad_steps == 8000 for cfg in frontier)
+    assert all(cfg.bc.grad_steps == 2000 and not cfg.bc.checkpoints for cfg in starts)
+    # Where the count is new, the 2,000-step checkpoint is that count's start-like snapshot (same cell as a start).
+    assert {cfg.variant: list(cfg.bc.checkpoints) for cfg in frontier if cfg.env.name == "pendulum"} == {
+        "f512": [2000],
+        "f128": [2000],
+        "f32": [],
     }
-    hashes = {config_hash(make_cfg("experiment=gap", *job)) for job in preset_jobs("gap", "seed=0")}
-    assert len(hashes) == 20
+    assert len({config_hash(cfg) for cfg in cfgs}) == 31
 
 
 def test_command_line_overrides_win_over_preset_params() -> None:
