@@ -290,12 +290,39 @@ def gap_analysis(
     targets: Sequence[float] = TARGETS,
     target: float = HEADLINE_TARGET,
     n_resamples: int = stats.N_RESAMPLES,
+    frontier_cells: pd.DataFrame | None = None,
 ) -> Gap:
-    """Every gap table from the tidy checkpoint rows and the existing CEG table (`analysis.ceg_table`'s rows)."""
+    """Every gap table from the tidy checkpoint rows, the existing CEG table (`analysis.ceg_table`'s rows) and,
+    for how far imitation alone goes, the frontier's BC configurations (`analysis.frontier_cells`)."""
     reach = reach_table(points, targets, metric)
     gap = gap_table(reach, n_resamples)
     share = share_table(points, metric, n_resamples)
-    return Gap(reach=reach, gap=gap, share=share, cross_env=cross_env_tables(gap, share, ceg, target))
+    cross_env = cross_env_tables(gap, share, ceg, target)
+    if frontier_cells is not None and cross_env:
+        cross_env["frontier"] = frontier_reach_table(points, frontier_cells, metric)
+    return Gap(reach=reach, gap=gap, share=share, cross_env=cross_env)
+
+
+def frontier_reach_table(points: pd.DataFrame, frontier_cells: pd.DataFrame, metric: str = METRIC) -> pd.DataFrame:
+    """Per env, how far imitation alone goes against the best BC+RL point: the best BC configuration (highest IQM
+    over seeds, `frontier_cells`' `score_iqm`), and the best BC+RL cell and budget (highest IQM of `metric` over
+    seeds). `bc_covers`: BC's best reaches BC+RL's, so the frontier extends past every BC+RL point and CEG is
+    censored nowhere (where it does not, BC+RL's best lies above anything BC reached)."""
+    pts = cell_points(points)
+    pts = pts[pts["cell"].map(kinds(pts)).eq("bc_rl") & (pts["rl_steps"] > 0)]
+    by_budget = pts.groupby(["env", "cell", "label", "rl_steps"])[metric].agg(lambda v: iqm(v.to_numpy())).reset_index()
+    rows = []
+    for env, f in frontier_cells.groupby("env", sort=True):
+        bc = f.loc[f["score_iqm"].idxmax()]
+        row = {"env": env, "bc_label": bc["label"], "bc_score": bc["score_iqm"], "bc_demos": bc["demos"]}
+        row |= {"bc_grad_steps": bc["grad_steps"], "bc_flops": bc["bc_flops"], "bc_configs": len(f)}
+        rl = by_budget[by_budget["env"] == env]
+        if not rl.empty:
+            top = rl.loc[rl[metric].idxmax()]
+            row |= {"bc_rl_label": top["label"], "bc_rl_steps": top["rl_steps"], "bc_rl_score": top[metric]}
+            row["bc_covers"] = bool(bc["score_iqm"] >= top[metric])
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def _pick(gap: pd.DataFrame, env: str, target: float) -> dict[str, pd.Series | None]:

@@ -119,6 +119,8 @@ def _bc_checkpoint_records(rec: dict[str, Any]) -> list[dict[str, Any]]:
         k = int(row["bc/grad_steps"])
         config = copy.deepcopy(data["config"])
         config["bc"]["grad_steps"] = k
+        # The demonstrations are the job's own: their size, where the row predates carrying it (first version).
+        row = {"compute/bc/demo_transitions": data["checkpoints"][0].get("compute/bc/demo_transitions")} | row
         snapshot = data | {"config": config, "checkpoints": [row]}
         out.append(rec | {"key": f"{rec['key']}#bc{k}", "data": snapshot})
     return out

@@ -14,11 +14,11 @@ their stages, not the waiting):
    A job still running counts up to its last results.json write.
 2. Inside a job, from results.json: expert, demonstrations, BC and voting are their `timings`; PPO is the last
    checkpoint's `compute/rl/wall_s` (critic warm-up included), evaluation and drift the sums of the checkpoints'
-   `eval/wall_s` and `drift/wall_s`. The rest of `timings.rl_total_s` is RL bookkeeping: the checkpoint rows,
-   rewriting results.json after each, tracking them, saving final_model.zip. The rest of the job's time is job
-   setup and the rest: Hydra's job setup, validation, claiming results.json, building the env and the PPO
-   model, saving bc_policy.pt, the tracker's start and finish. `timings.tracking_s` is spread over both (not a
-   row of its own, so that the rows sum to the busy time).
+   `eval/wall_s` (BC checkpoints' included) and `drift/wall_s`. The rest of `timings.rl_total_s` is RL
+   bookkeeping: the checkpoint rows, rewriting results.json after each, tracking them, saving final_model.zip.
+   The rest of the job's time is job setup and the rest: Hydra's job setup, validation, claiming results.json,
+   building the env and the PPO model, saving bc_policy.pt, the tracker's start and finish.
+   `timings.tracking_s` is spread over both (not a row of its own, so that the rows sum to the busy time).
 3. Busy: the sum of the jobs' times. Outside the jobs, in core-seconds: the sweep start (the sweeper composes
    every job's config, before launching any; all cores count, since the jobs wait for it), measured only with
    `--wall` on a finished sweep (its start is then sweep.json's last write minus the wall; the multirun.yaml
@@ -218,10 +218,12 @@ def stage_seconds(data: dict[str, Any]) -> dict[str, float]:
     rows = data.get("checkpoints") or []
     stages = {k: float(timings[key]) for k, key in _TIMED_STAGES.items() if key in timings}
     stages["ppo"] = float(rows[-1].get("compute/rl/wall_s", 0.0)) if rows else 0.0
-    stages["evaluation"] = sum(float(r.get("eval/wall_s", 0.0)) for r in rows)
+    rl_evaluation = sum(float(r.get("eval/wall_s", 0.0)) for r in rows)
+    bc_rows = (data.get("bc") or {}).get("checkpoints") or []  # bc.checkpoints: evaluated during BC
+    stages["evaluation"] = rl_evaluation + sum(float(r.get("eval/wall_s", 0.0)) for r in bc_rows)
     stages["drift"] = sum(float(r.get("drift/wall_s", 0.0)) for r in rows)
     if "rl_total_s" in timings:  # a running job's RL rest stays in the job's rest
-        stages["rl_bookkeeping"] = float(timings["rl_total_s"]) - stages["ppo"] - stages["evaluation"] - stages["drift"]
+        stages["rl_bookkeeping"] = float(timings["rl_total_s"]) - stages["ppo"] - rl_evaluation - stages["drift"]
     return stages
 
 

@@ -84,7 +84,9 @@ def build(
     report.demonstrations = demonstrations(result)
     envs = sorted(result.capability["env"].unique()) if not result.capability.empty else []
     if len(envs) > 1:  # the cross-env section: the gap imitation leaves to RL, one row per env
-        report.gap = gap_analysis(sweep.points, result.ceg, metric, n_resamples=n_resamples)
+        report.gap = gap_analysis(
+            sweep.points, result.ceg, metric, n_resamples=n_resamples, frontier_cells=result.frontier_cells
+        )
         report.tables |= raw_tables(report.gap)
         for name, draw_all in CROSS_ENV_FIGURES.items():
             if figures is None or name in figures:

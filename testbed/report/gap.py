@@ -36,6 +36,7 @@ def cross_env_tables(gap: Gap) -> list[Table]:
         _drift_summary(x.get("drift", pd.DataFrame())),
         _share_summary(x.get("share", pd.DataFrame())),
         _ceg_summary(x.get("ceg", pd.DataFrame())),
+        _frontier_summary(x.get("frontier", pd.DataFrame())),
         _gap_full(gap.gap),
         _share_full(gap.share),
     ]
@@ -183,6 +184,36 @@ def _ceg_summary(x: pd.DataFrame) -> Table | None:
                 "cost-charged [95% CI]": [
                     _gain_text(r, "ceg_charged", "ceg") if k else "-" for r, k in zip(rows, ok, strict=True)
                 ],
+            }
+        ),
+    )
+
+
+def _frontier_summary(x: pd.DataFrame) -> Table | None:
+    if x.empty:
+        return None
+    has_rl = "bc_rl_score" in x.columns
+    return (
+        "Cross-env: how far imitation alone goes",
+        "The best BC configuration of each env (IQM over seeds; the BC-only jobs extend the frontier with more "
+        "demonstrations and BC steps) against the best BC+RL point (any start, any budget). Where BC's best reaches "
+        "BC+RL's, the frontier extends past every BC+RL point and no CEG is censored for want of BC.",
+        pd.DataFrame(
+            {
+                "env": x["env"],
+                "best BC (of N configurations)": [f"{r['bc_label']} ({int(r['bc_configs'])})" for _, r in x.iterrows()],
+                "BC capability": x["bc_score"].map(_num),
+                "BC FLOPs": x["bc_flops"].map(lambda v: f"{v:.3g}"),
+                "best BC+RL": [
+                    f"{r['bc_rl_label']} @ {_int(r['bc_rl_steps'])}"
+                    if has_rl and isinstance(r["bc_rl_label"], str)
+                    else "-"
+                    for _, r in x.iterrows()
+                ],
+                "BC+RL capability": x["bc_rl_score"].map(_num) if has_rl else "-",
+                "BC reaches it": x["bc_covers"].map(lambda v: "yes" if v is True else "no" if v is False else "-")
+                if has_rl
+                else "-",
             }
         ),
     )

@@ -224,3 +224,29 @@ def test_report_with_two_envs_has_a_cross_env_section_and_one_env_has_none(tmp_p
     assert "Cross-env" not in single.html.read_text() and single.gap is None
     assert "cross_env" not in json.loads((tmp_path / "r1" / "summary.json").read_text())
     assert not (tmp_path / "r1" / "tables" / "gap.csv").exists()
+
+
+def test_how_far_imitation_alone_goes_against_the_best_bc_rl_point() -> None:
+    """Per env: the best BC configuration by IQM, the best BC+RL cell and budget by IQM over seeds, and whether BC's
+    best reaches it (env a: BC 0.9 against BC+RL's best 1.0 at 100,000 steps; env b: BC 0.95 against 0.6)."""
+    pts = pd.concat(
+        [
+            points({"low": [(0.1, 0.2, 0.5, 1.0)] * 3, "high": [(0.5, 0.7, 0.8, 0.9)] * 3}, env="a"),
+            points({"only": [(0.3, 0.4, 0.5, 0.6)] * 3}, env="b"),
+        ]
+    )
+    fcells = pd.DataFrame(
+        {
+            "env": ["a", "a", "b"],
+            "label": ["d4", "f64", "d1"],
+            "score_iqm": [0.5, 0.9, 0.95],
+            "demos": [4, 64, 1],
+            "grad_steps": [2000, 8000, 2000],
+            "bc_flops": [1e9, 4e9, 5e8],
+        }
+    )
+    table = gap.frontier_reach_table(pts, fcells).set_index("env")
+    assert table.loc["a", ["bc_label", "bc_score", "bc_configs"]].tolist() == ["f64", 0.9, 2]
+    assert table.loc["a", ["bc_rl_label", "bc_rl_steps", "bc_rl_score"]].tolist() == ["low", 100_000, 1.0]
+    assert table.loc["b", ["bc_rl_label", "bc_rl_steps", "bc_rl_score"]].tolist() == ["only", 100_000, 0.6]
+    assert table["bc_covers"].tolist() == [False, True]

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from testbed.analysis import timing
-from testbed.analysis.timing import IN_JOBS, OUTSIDE_JOBS, NoJobsRan, sweep_timing
+from testbed.analysis.timing import IN_JOBS, OUTSIDE_JOBS, NoJobsRan, stage_seconds, sweep_timing
 
 T0 = 1_767_225_600  # 2026-01-01T00:00:00Z, whole seconds: the 1 s stamps are exact
 WALL = 100.0  # the measured wall: the sweep process ran from T0 - 1 to T0 + 99, sweep.json's last write
@@ -209,3 +209,17 @@ def test_a_sweep_that_ran_no_job_is_said_so(tmp_path: Path, capsys: pytest.Captu
 def test_a_wall_shorter_than_the_jobs_is_flagged(sweep: Path) -> None:
     assert any("shorter than the jobs' own span (83.0 s)" in n for n in sweep_timing(sweep, wall_s=50.0).notes)
     assert not any("shorter" in n for n in sweep_timing(sweep, wall_s=WALL).notes)
+
+
+def test_bc_checkpoint_evaluations_count_as_evaluation_not_rl_bookkeeping() -> None:
+    data = {
+        "timings": {"bc_s": 5.0, "rl_total_s": 30.0},
+        "bc": {"checkpoints": [{"eval/wall_s": 1.5}, {"eval/wall_s": 2.0}]},
+        "checkpoints": [
+            {"compute/rl/wall_s": 0.0, "eval/wall_s": 4.0, "drift/wall_s": 0.25},
+            {"compute/rl/wall_s": 16.0, "eval/wall_s": 4.5, "drift/wall_s": 0.25},
+        ],
+    }
+    stages = stage_seconds(data)
+    assert stages["evaluation"] == 4.0 + 4.5 + 1.5 + 2.0
+    assert stages["rl_bookkeeping"] == 30.0 - 16.0 - 8.5 - 0.5
