@@ -20,8 +20,9 @@ BENCHMARKS: dict[str, str] = {
     "bc_speed": "benchmarks.bc_speed:main",  # BC samples/s vs a DataLoader loop (>= 5x, no worse loss at equal time)
     "default_job": "benchmarks.default_job:main",  # cold/warm wall, peak RSS, eval+drift share of RL time
     "memory": "benchmarks.memory:main",  # peak RSS of one job per env (doorkey8, pendulum) against 1 GiB
+    "width": "benchmarks.width:main",  # wall time of a width-1024 job (depth 2 and 4) against width 64
 }
-TAKES_OVERRIDES = {"bc_speed", "memory"}
+TAKES_OVERRIDES = {"bc_speed", "memory", "width"}
 
 
 def load(name: str) -> Callable[..., dict[str, float]]:

@@ -4,7 +4,7 @@ config becomes frozen instances of the same dataclasses (to_config), which is wh
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -155,6 +155,10 @@ class EvalConfig:
     drift: bool = True  # weight, representation and behaviour drift at every checkpoint
     probe_size: int = 1000  # states per probe set (demonstration states; states the current policy visits)
     sparsity_tols: list[float] = field(default_factory=lambda: [1e-8, 1e-6, 1e-4])  # absolute |delta| tolerances
+    # The control for RL's drift (the scale study): at each RL checkpoint, the BC policy continued by BC on the same
+    # demonstrations for as many optimizer steps as PPO took, with PPO's learning rate and minibatch size, and its
+    # drift from the start as `control/drift/...` (weights, and on demonstration states CKA and KL).
+    bc_control: bool = False
 
 
 @dataclass(frozen=True)
@@ -187,6 +191,9 @@ class Config:
     variant: str = "${testbed_variant:${rl.init},${rl.anchor.kind},${voting.enabled}}"
     cache_dir: str = "${oc.env:TESTBED_CACHE,.cache/testbed}"  # experts, datasets, references
     output_dir: str | None = None  # None: Hydra's job folder (or the cwd when run without Hydra)
+    # The learner's learning rates against its width: "fixed" (bc.lr and PPO's rate as set) | "width" (both x
+    # 64 / the widest hidden layer of env.net_arch: 64 keeps them, 1024 divides them by 16), see scaled_rates.
+    lr_rule: str = "fixed"
     torch_threads: int = 1  # one thread per job: 2 threads gain nothing for these small MLPs
     progress: bool = True  # progress bars (quiet anyway when not on a terminal)
 
@@ -224,6 +231,29 @@ def to_config(cfg: DictConfig) -> Config:
     if not isinstance(config, Config):
         raise TypeError(f"expected a config composed against the Config schema, got {type(config).__name__}")
     return config
+
+
+# The width at which lr_rule=width keeps the configured rates: SB3's default hidden width, every env file's.
+LR_REFERENCE_WIDTH = 64
+SB3_PPO_LEARNING_RATE = 3e-4  # PPO's own default, where neither rl.learning_rate nor env.ppo sets one
+
+
+def scaled_rates(cfg: Config) -> Config:
+    """`cfg` with the learning rates `lr_rule` gives: unchanged for "fixed"; for "width", bc.lr and the PPO rate
+    (rl.learning_rate, else env.ppo's, else SB3's) times LR_REFERENCE_WIDTH / the widest hidden layer, the 1/width
+    rule for Adam in wide layers (a wider layer sums more inputs, so one step moves its outputs more)."""
+    if cfg.lr_rule == "fixed":
+        return cfg
+    factor = LR_REFERENCE_WIDTH / max(cfg.env.net_arch)
+    bc = replace(cfg.bc, lr=cfg.bc.lr * factor)
+    return replace(cfg, bc=bc, rl=replace(cfg.rl, learning_rate=ppo_learning_rate(cfg) * factor))
+
+
+def ppo_learning_rate(cfg: Config) -> float:
+    """The learner's PPO learning rate: rl.learning_rate, else env.ppo's, else SB3's default (always constant)."""
+    if cfg.rl.learning_rate is not None:
+        return float(cfg.rl.learning_rate)
+    return float(cfg.env.ppo.get("learning_rate", SB3_PPO_LEARNING_RATE))
 
 
 def register_configs() -> None:

@@ -20,6 +20,11 @@ TOLERANCES: tuple[float, ...] = tuple(EvalConfig().sparsity_tols)
 
 The default of `eval.sparsity_tols` (config.py), the one place these numbers are written."""
 
+RELATIVE_TOLERANCES: tuple[float, ...] = (1e-3, 1e-2, 1e-1)
+"""Tolerances relative to a layer's scale for `moved@<rtol>`: a parameter moved when |w - w_bc| > rtol * the RMS
+of its layer at w_bc. Always computed, not a config option: they make update sparsity comparable across widths
+(see weight_drift)."""
+
 DRIFT_AGREEMENT_RANGE_FRACTION = 1e-3
 """`drift/agreement`'s tolerance: continuous actions, both clipped to the bounds, agree when every dim differs by
 at most this fraction (0.1%) of the action range.
@@ -74,8 +79,11 @@ def effective_rank(delta: th.Tensor) -> float:
     return float(th.exp(-(p * p.log()).sum()))
 
 
-def _vector_metrics(w_bc: th.Tensor, w: th.Tensor, tolerances: Sequence[float]) -> dict[str, float]:
-    """Relative change, cosine similarity and sparsity of the flat update w - w_bc."""
+def _vector_metrics(w_bc: th.Tensor, w: th.Tensor, scale: th.Tensor, tolerances: Sequence[float]) -> dict[str, float]:
+    """Relative change, cosine similarity, sparsity and scale-relative movement of the flat update w - w_bc.
+
+    `scale` holds, per parameter, the RMS of its layer group at w_bc (the same shape as w_bc).
+    """
     w_bc, w = w_bc.double(), w.double()
     delta = w - w_bc
     n_bc, n_cur, n_delta = float(w_bc.norm()), float(w.norm()), float(delta.norm())
@@ -91,48 +99,66 @@ def _vector_metrics(w_bc: th.Tensor, w: th.Tensor, tolerances: Sequence[float]) 
         out["cosine"] = 1.0 if n_delta == 0 else math.nan
     for tol in tolerances:
         out[f"sparsity@{tol:.0e}"] = float((delta.abs() <= tol).double().mean())
+    # A zero scale (a layer that is all zeros at w_bc) makes the threshold 0: any nonzero change moved.
+    for rtol in RELATIVE_TOLERANCES:
+        out[f"moved@{rtol:.0e}"] = float((delta.abs() > rtol * scale.double()).double().mean())
     return out
+
+
+def _rms(w: th.Tensor) -> float:
+    """Root-mean-square of a flat parameter vector, in float64."""
+    return float(w.double().pow(2).mean().sqrt())
 
 
 def weight_drift(bc: nn.Module, cur: nn.Module, tolerances: Sequence[float] = TOLERANCES) -> dict[str, float]:
     """Weight drift per layer and for `actor`, `critic` and `all`, as `drift/weights/<group>/<metric>`.
 
     Metrics: `rel_change` = ||W - W_bc|| / ||W_bc||, `cosine` of the flattened parameters, `sparsity@<tol>`
-    = fraction of parameters with |W - W_bc| <= tol (absolute tolerance), and per layer `eff_rank` of the
-    2-D weight update (layers without a 2-D weight, such as log_std, have none).
+    = fraction of parameters with |W - W_bc| <= tol (absolute tolerance), `moved@<rtol>` (RELATIVE_TOLERANCES)
+    = fraction of parameters with |W - W_bc| > rtol * scale, and per layer `eff_rank` of the 2-D weight update
+    (layers without a 2-D weight, such as log_std, have none).
+
+    `moved@<rtol>` exists because an absolute tolerance means different things for layers of different scale
+    and width: at initialisation a layer of fan-in n has weights of size about 1/sqrt(n), so |delta| <= 1e-6 is
+    a smaller move, relative to the weight, in a 64-wide layer than in a 1024-wide one. The scale is the
+    root-mean-square of the parameter's layer group at the reference weights `bc` (weight and bias together);
+    a group whose reference RMS is 0 (a fresh zero log_std) counts any nonzero change as moved. In the
+    `actor`, `critic` and `all` totals each parameter is compared against its own layer's scale.
     """
     bc_groups, cur_groups = _group_params(bc), _group_params(cur)
     if bc_groups.keys() != cur_groups.keys():
         raise ValueError(f"policies differ in layers: {sorted(bc_groups)} vs {sorted(cur_groups)}")
     metrics: dict[str, float] = {}
-    flat: dict[str, tuple[list[th.Tensor], list[th.Tensor]]] = {
-        "actor": ([], []),
-        "critic": ([], []),
-        "all": ([], []),
+    flat: dict[str, tuple[list[th.Tensor], list[th.Tensor], list[th.Tensor]]] = {
+        "actor": ([], [], []),
+        "critic": ([], [], []),
+        "all": ([], [], []),
     }
     for layer, bc_params in bc_groups.items():
         w_bc = th.cat([p.flatten() for _, p in bc_params])
         w = th.cat([p.flatten() for _, p in cur_groups[layer]])
-        for key, value in _vector_metrics(w_bc, w, tolerances).items():
+        scale = th.full(w_bc.shape, _rms(w_bc), dtype=th.float64)
+        for key, value in _vector_metrics(w_bc, w, scale, tolerances).items():
             metrics[f"drift/weights/{layer}/{key}"] = value
         # 1. Effective rank of the layer's 2-D weight update (a layer has at most one).
         for (_, p_bc), (_, p) in zip(bc_params, cur_groups[layer], strict=True):
             if p.dim() == 2:
                 metrics[f"drift/weights/{layer}/eff_rank"] = effective_rank(p.double() - p_bc.double())
-        # 2. Collect the flat vectors for the per-side and overall totals.
+        # 2. Collect the flat vectors, and each parameter's own layer scale, for the per-side and overall totals.
         for side in (layer.split("/", 1)[0], "all"):
             if side in flat:
-                flat[side][0].append(w_bc)
-                flat[side][1].append(w)
-    for side, (bcs, curs) in flat.items():
+                for acc, vec in zip(flat[side], (w_bc, w, scale), strict=True):
+                    acc.append(vec)
+    for side, (bcs, curs, scales) in flat.items():
         if bcs:
-            for key, value in _vector_metrics(th.cat(bcs), th.cat(curs), tolerances).items():
+            for key, value in _vector_metrics(th.cat(bcs), th.cat(curs), th.cat(scales), tolerances).items():
                 metrics[f"drift/weights/{side}/{key}"] = value
     return metrics
 
 
 def weight_drift_by_layer(metrics: Mapping[str, float]) -> list[dict[str, float | str]]:
-    """One row per layer (layer, rel_change, cosine, sparsity@tol..., eff_rank) from `weight_drift` output."""
+    """One row per layer (layer, rel_change, cosine, sparsity@tol..., moved@rtol..., eff_rank) from `weight_drift`
+    output: every per-layer metric it holds becomes a column."""
     rows: dict[str, dict[str, float | str]] = {}
     for key, value in metrics.items():
         if not key.startswith("drift/weights/"):

@@ -20,7 +20,8 @@ from testbed.anchoring import attach_anchor, ppo_class
 from testbed.bc import BCResult, train_bc
 from testbed.cache import atomic_write, file_sha256
 from testbed.compute import StageCompute, actor_params, train_flops
-from testbed.config import Config, to_config
+from testbed.config import Config, scaled_rates, to_config
+from testbed.control import BCControl
 from testbed.demonstrations import Demonstrations, get_demonstrations
 from testbed.drift import checkpoint_drift, probe_sample
 from testbed.envs import make_vec_env
@@ -59,10 +60,11 @@ def output_dir(cfg: Config | DictConfig) -> Path:
 
 
 def setup(cfg: DictConfig) -> Config:
-    """The composed config as frozen dataclasses (converted once, here), validated; then seed python, numpy and
-    torch in one visible place (envs are seeded by their seeds)."""
+    """The composed config as frozen dataclasses (converted once, here), validated, with the learning rates
+    `lr_rule` gives; then seed python, numpy and torch in one visible place (envs are seeded by their seeds)."""
     job = to_config(cfg)
     validate_job(job)
+    job = scaled_rates(job)  # lr_rule: the rates the learner trains with
     torch.set_num_threads(job.torch_threads)
     set_random_seed(job.seed)
     return job
@@ -139,13 +141,14 @@ def bc_stage(cfg: Config, model: PPO, demos: Demonstrations, refs: dict[str, flo
     if cfg.rl.init != "bc":
         return None
     rows: list[dict[str, Any]] = []
+    demo_columns = {"compute/bc/demo_transitions": demos.n_transitions}
     bc = train_bc(
         model.policy,
         demos,
         cfg.bc,
         cfg.seed,
         progress=cfg.progress,
-        on_checkpoint=lambda r: rows.append(bc_checkpoint_row(cfg, model.policy, r, refs)),
+        on_checkpoint=lambda r: rows.append(bc_checkpoint_row(cfg, model.policy, r, refs) | demo_columns),
     )
     bc_path = folder / "bc_policy.pt"
     atomic_write(bc_path, lambda f: torch.save(model.policy.state_dict(), f))
@@ -208,9 +211,12 @@ def rl_stage(
     the policy RL started from, and its row handed to `record_checkpoint` as soon as it exists."""
     start_policy = snapshot(model.policy)  # the BC snapshot (or the initial weights, from scratch)
     attach_anchor(model, cfg.rl.anchor, start_policy, demos.observations, cfg.seed)  # no-op for kind none
+    control = BCControl(cfg, start_policy, demos, model.batch_size) if cfg.eval.bc_control else None
 
     def on_row(row: dict[str, Any]) -> None:
         row["compute/total/flops"] = row["compute/bc/flops"] + row["compute/rl/flops"]
+        if control is not None:
+            row |= control.row(row["compute/rl/grad_steps"])
         record_checkpoint(row)
 
     start = time.perf_counter()

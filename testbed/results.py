@@ -61,7 +61,7 @@ OPTIONAL_KEYS = ("voting",)
 
 # Settings added after results existed, left out of the hash at their neutral value (what every job did before
 # they existed), so earlier results keep their identity and a resumed sweep still skips them.
-_HASH_NEUTRAL: dict[str, Any] = {"bc.checkpoints": []}
+_HASH_NEUTRAL: dict[str, Any] = {"bc.checkpoints": [], "eval.bc_control": False, "lr_rule": "fixed"}
 
 
 def config_hash(cfg: DictConfig) -> str:

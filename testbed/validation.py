@@ -18,6 +18,13 @@ def validate_job(cfg: Config) -> None:
     check_spaces(cfg.env)
     _check_settings_for(cfg)
     _one_of("rl.init", cfg.rl.init, ("bc", "scratch"))
+    _one_of("lr_rule", cfg.lr_rule, ("fixed", "width"))
+    if cfg.eval.bc_control and (cfg.rl.init != "bc" or cfg.rl.critic_warmup_steps):
+        raise ValueError(
+            "eval.bc_control continues BC for as many optimizer steps as PPO took: it needs rl.init=bc and no critic "
+            f"warm-up (whose steps leave the actor alone), got rl.init={cfg.rl.init}, "
+            f"rl.critic_warmup_steps={cfg.rl.critic_warmup_steps}"
+        )
     _check_anchor_and_voting(cfg)
     _one_of("logger.backend", cfg.logger.backend, ("wandb", "none"))
     _one_of("logger.mode", cfg.logger.mode, ("offline", "online", "disabled"))

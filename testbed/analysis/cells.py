@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from testbed.cache import content_hash
-from testbed.results import _NOT_HASHED
+from testbed.results import _HASH_NEUTRAL, _NOT_HASHED
 
 # Config keys (dotted prefixes) that never split a cell: the seed, where the job reports, which budgets and which
 # BC step counts it also evaluated (each such checkpoint becomes a record of its own, load._bc_checkpoint_records).
@@ -58,6 +58,9 @@ COLUMNS = (
     "frontier",
     "demos",
     "grad_steps",
+    "width",
+    "depth",
+    "lr_rule",
     "demos_seed",
     "demos_follow_seed",
     "config_hash",
@@ -117,7 +120,11 @@ def _demos_seed_follows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     from a fixed set; a job whose fixed value happens to equal its seed counts as fixed when other jobs of its
     configuration used that value with other seeds. Sets `demos_follow_seed` on every record.
     """
-    flats = [flatten(r["data"]["config"]) for r in records]
+    # A setting added after some results existed is absent from theirs: at its neutral value it is the same cell.
+    flats = [
+        {k: v for k, v in flatten(r["data"]["config"]).items() if k not in _HASH_NEUTRAL or v != _HASH_NEUTRAL[k]}
+        for r in records
+    ]
     config = [content_hash(_without(flat, (*_NOT_CELL, "demos.seed"))) for flat in flats]
     fixed = {
         (c, flat["demos.seed"])
@@ -144,6 +151,7 @@ def _short(value: Any) -> str:
 
 def _checkpoint_rows(rec: dict[str, Any]) -> list[dict[str, Any]]:
     data, config = rec["data"], rec["data"]["config"]
+    arch = config["env"].get("net_arch")  # hand-made test records may leave it out
     ident = {
         "env": rec["env"],
         "env_id": data["env_id"],
@@ -157,6 +165,9 @@ def _checkpoint_rows(rec: dict[str, Any]) -> list[dict[str, Any]]:
         "frontier": rec["frontier"],
         "demos": config["demos"]["episodes"],
         "grad_steps": config["bc"]["grad_steps"] if config["rl"]["init"] == "bc" else 0,
+        "width": max(arch) if arch else None,  # the learner's widest hidden layer
+        "depth": len(arch) if arch else None,  # its number of hidden layers
+        "lr_rule": config.get("lr_rule", "fixed"),  # absent from results made before it existed: fixed
         "demos_seed": config["demos"].get("seed"),
         "demos_follow_seed": rec["demos_follow_seed"],
         "config_hash": data["config_hash"],

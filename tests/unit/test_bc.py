@@ -59,8 +59,10 @@ def test_minibatches_cover_each_epoch_once_as_views() -> None:
 def _random_demos(policy: ActorCriticPolicy, n: int = 300) -> Demonstrations:
     """Demonstrations of random states and actions: BC's arithmetic needs no expert."""
     rng = np.random.default_rng(0)
-    obs = rng.normal(size=(n, *policy.observation_space.shape)).astype(np.float32)
-    actions = rng.uniform(-2, 2, size=(n, *policy.action_space.shape)).astype(np.float32)  # type: ignore[misc]
+    obs_shape, action_shape = policy.observation_space.shape, policy.action_space.shape
+    assert obs_shape is not None and action_shape is not None  # Box spaces
+    obs = rng.normal(size=(n, *obs_shape)).astype(np.float32)
+    actions = rng.uniform(-2, 2, size=(n, *action_shape)).astype(np.float32)
     zeros = np.zeros(n)
     return Demonstrations(
         obs, actions, zeros, zeros.astype(bool), zeros.astype(bool), np.array([0]), np.zeros(1), Path("."), "", ""

@@ -1,5 +1,6 @@
 """The benchmark runner rejects unknown names and overrides a benchmark cannot take, before running anything;
-the memory benchmark reads the peak RSS of each job alone and measures jobs that compose."""
+the memory benchmark reads the peak RSS of each job alone and measures jobs that compose; the width benchmark's jobs
+compose at the widths it names and its ratios are over the width-64 job."""
 
 from __future__ import annotations
 
@@ -9,13 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import memory, run
+from benchmarks import memory, run, width
 from tests.conftest import make_cfg
 
 
 @pytest.mark.parametrize(
     ("argv", "message"),
-    [(["nope"], "unknown benchmark ['nope']"), (["parallel", "env=cartpole"], "only apply to ['bc_speed', 'memory']")],
+    [
+        (["nope"], "unknown benchmark ['nope']"),
+        (["parallel", "env=cartpole"], "only apply to ['bc_speed', 'memory', 'width']"),
+    ],
 )
 def test_runner_rejects_bad_arguments(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
@@ -48,3 +52,32 @@ def test_the_measured_jobs_compose(env: str, tmp_path: Path) -> None:
     assert command[1:3] == ["-m", "testbed.cli"]
     cfg = make_cfg(*command[3:])
     assert cfg.env.name == env and list(cfg.rl.budgets) == [0, 4096] and cfg.logger.backend == "none"
+
+
+@pytest.mark.parametrize("arch", list(width.ARCHS))
+def test_the_width_jobs_compose(arch: str, tmp_path: Path) -> None:
+    command = width.job_command(width.ARCHS[arch], tmp_path / arch)
+    assert command[1:3] == ["-m", "testbed.cli"]
+    cfg = make_cfg(*command[3:])
+    assert cfg.env.name == width.ENV and list(cfg.env.net_arch) == width.ARCHS[arch]
+    assert list(cfg.rl.budgets) == [0, 4096] and cfg.logger.backend == "none"
+
+
+def test_the_width_warm_up_and_an_env_override_win_over_the_job_settings(tmp_path: Path) -> None:
+    cfg = make_cfg(*width.job_command([64, 64], tmp_path, "env=acrobot", *width.WARM_UP)[3:])
+    assert cfg.env.name == "acrobot" and cfg.bc.grad_steps == 1 and list(cfg.rl.budgets) == [0]
+
+
+def test_width_ratios_are_over_the_width_64_job() -> None:
+    rows = [{"compute/bc/wall_s": 1.0, "compute/rl/wall_s": 0.0, "eval/wall_s": 0.5}]
+    rows += [{"compute/bc/wall_s": 1.0, "compute/rl/wall_s": 4.0, "eval/wall_s": 0.5, "drift/wall_s": 1.0}]
+    assert width.stage_times({"checkpoints": rows}) == {"bc_s": 1.0, "rl_s": 4.0, "eval_drift_s": 2.0}
+    got = width.ratios({"w64": {"wall_s": 2.0, "bc_s": 1.0}, "w1024": {"wall_s": 6.0, "bc_s": 4.0}})
+    assert got == {
+        "w64_wall_s": 2.0,
+        "w64_bc_s": 1.0,
+        "w1024_wall_s": 6.0,
+        "w1024_bc_s": 4.0,
+        "w1024_wall_s_over_w64": 3.0,
+        "w1024_bc_s_over_w64": 4.0,
+    }

@@ -22,6 +22,7 @@ from testbed.config import (
     ExpertConfig,
     RLConfig,
     VotingConfig,
+    scaled_rates,
     to_config,
 )
 from testbed.pipeline import run
@@ -153,3 +154,18 @@ def test_the_console_script_finds_the_configs_from_any_folder(tmp_path: Path) ->
     assert done.returncode == 0 and "== Configuration groups ==" in done.stdout, done.stderr[-2000:]
     groups = done.stdout.split("== Configuration groups ==")[1].split("== Config ==")[0]
     assert "bc: default\n" in groups and "_schema" not in groups, "only conf/ files are group options"
+
+
+def test_width_rule_scales_both_learning_rates_by_64_over_the_widest_layer() -> None:
+    """lr_rule=width: bc.lr and PPO's rate x 64 / width (pendulum's PPO rate is 1e-3); 64 keeps them; fixed keeps
+    every rate; rl.learning_rate, when set, is the rate scaled."""
+    wide = scaled_rates(make_job("env=pendulum", "lr_rule=width", "env.net_arch=[1024,1024,1024]"))
+    assert (wide.bc.lr, wide.rl.learning_rate) == (1e-3 / 16, 1e-3 / 16)
+    narrow = scaled_rates(make_job("env=pendulum", "lr_rule=width", "env.net_arch=[32,16]"))
+    assert (narrow.bc.lr, narrow.rl.learning_rate) == (2e-3, 2e-3)
+    same = scaled_rates(make_job("env=pendulum", "lr_rule=width"))
+    assert (same.bc.lr, same.rl.learning_rate) == (1e-3, 1e-3)
+    set_rate = scaled_rates(make_job("env=pendulum", "lr_rule=width", "env.net_arch=[256]", "rl.learning_rate=4e-4"))
+    assert set_rate.rl.learning_rate == 1e-4
+    fixed = make_job("env=pendulum", "env.net_arch=[1024,1024]")
+    assert scaled_rates(fixed) is fixed

@@ -75,11 +75,15 @@ def test_weight_drift_identical_is_exactly_zero(cartpole: ActorCriticPolicy) -> 
     for key, value in m.items():
         metric = key.rsplit("/", 1)[1]
         expected = {"rel_change": 0.0, "cosine": 1.0, "eff_rank": 0.0}.get(metric, 1.0)  # sparsity -> 1
+        if metric.startswith("moved@"):
+            expected = 0.0
         assert value == pytest.approx(expected, abs=1e-12), key
     assert "drift/weights/actor/policy_net.0/rel_change" in m
     assert "drift/weights/critic/value_net_head/cosine" in m
     assert "drift/weights/all/sparsity@1e-06" in m
     assert "drift/weights/actor/policy_net.2/eff_rank" in m
+    assert "drift/weights/actor/policy_net.0/moved@1e-02" in m
+    assert "drift/weights/all/moved@1e-01" in m
 
 
 def test_weight_drift_fresh_log_std_is_defined() -> None:
@@ -141,7 +145,104 @@ def test_weight_drift_by_layer_has_one_row_per_layer(cartpole: ActorCriticPolicy
     ]  # fmt: skip
     assert set(rows[0]) == {"layer", "rel_change", "cosine", "eff_rank"} | {
         f"sparsity@{t:.0e}" for t in drift.TOLERANCES
-    }
+    } | {f"moved@{r:.0e}" for r in drift.RELATIVE_TOLERANCES}
+
+
+# ------------------------------------------------------------------------------ scale-relative movement
+
+
+class TinyActor(th.nn.Module):
+    """A hand-built actor named as SB3 names one: `mlp_extractor.policy_net.0` (4 -> 5, weights +-2 and biases +-1:
+    RMS sqrt(85 / 25) = 1.844, while the max is 2 and the mean |w| 1.8), `action_net` (5 -> 1, every parameter
+    +-0.01, RMS 0.01) and a zero `log_std` (RMS 0)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        hidden = th.nn.Linear(4, 5)
+        self.mlp_extractor = th.nn.Module()
+        self.mlp_extractor.policy_net = th.nn.Sequential(hidden)
+        self.action_net = th.nn.Linear(5, 1)
+        self.log_std = th.nn.Parameter(th.zeros(2))
+        signs = th.Generator().manual_seed(0)
+        with th.no_grad():
+            for layer, sizes in ((hidden, (2.0, 1.0)), (self.action_net, (0.01, 0.01))):
+                for p, size in zip((layer.weight, layer.bias), sizes, strict=True):
+                    p.copy_(size * (2 * th.randint(0, 2, p.shape, generator=signs) - 1))
+
+    def with_deltas(self, deltas: dict[str, th.Tensor]) -> TinyActor:
+        """A copy with `deltas[layer]` (flat, weight then bias) added to each named layer."""
+        cur = TinyActor()
+        cur.load_state_dict(self.state_dict())
+        with th.no_grad():
+            for name, delta in deltas.items():
+                params = [p for n, p in cur.named_parameters() if n.startswith(name)]
+                for p, d in zip(params, th.split(delta, [p.numel() for p in params]), strict=True):
+                    p.add_(d.reshape(p.shape))
+        return cur
+
+
+def placed(n: int, values: list[tuple[int, float]]) -> th.Tensor:
+    """A length-n delta: `count` entries of each `value`, in order from the start, zeros after."""
+    out, at = th.zeros(n), 0
+    for count, value in values:
+        out[at : at + count] = value
+        at += count
+    return out
+
+
+def test_moved_counts_a_known_fraction_beyond_each_relative_tolerance() -> None:
+    # policy_net.0 has 25 parameters of RMS 1.844 (weight and bias together): thresholds 0.00184, 0.0184, 0.184
+    # for rtol 1e-3, 1e-2, 1e-1. 3 move by 0.01 (beyond 1e-3 only), 4 by 0.1 (beyond 1e-3 and 1e-2), 5 by 1.0
+    # (beyond all), 2 by 0.001 (beyond none), 2 by 0.019 (beyond 1e-2 at the RMS; not at the max 2 or the weights'
+    # RMS 2), 2 by 0.0182 (not beyond 1e-2 at the RMS; beyond it at the mean |w| 1.8), 7 not at all; the last 5
+    # deltas land on the biases. Signs must not matter.
+    bc = TinyActor()
+    delta = placed(25, [(3, 0.01), (4, -0.1), (5, 1.0), (2, -0.001), (2, 0.019), (2, -0.0182)])
+    m = drift.weight_drift(bc, bc.with_deltas({"mlp_extractor.policy_net.0": delta}))
+    layer = "drift/weights/actor/policy_net.0"
+    assert m[f"{layer}/moved@1e-03"] == 16 / 25
+    assert m[f"{layer}/moved@1e-02"] == 11 / 25
+    assert m[f"{layer}/moved@1e-01"] == 5 / 25
+    assert m["drift/weights/actor/action_net/moved@1e-03"] == 0.0
+    assert drift.RELATIVE_TOLERANCES == (1e-3, 1e-2, 1e-1)
+
+
+def test_a_zero_rms_layer_counts_any_nonzero_change_as_moved() -> None:
+    bc = TinyActor()
+    m = drift.weight_drift(bc, bc.with_deltas({"log_std": th.tensor([1e-7, 0.0])}))
+    for rtol in drift.RELATIVE_TOLERANCES:
+        assert m[f"drift/weights/actor/log_std/moved@{rtol:.0e}"] == 0.5
+    unmoved = drift.weight_drift(bc, bc.with_deltas({}))
+    assert unmoved["drift/weights/actor/log_std/moved@1e-03"] == 0.0
+
+
+def test_totals_compare_each_parameter_with_its_own_layers_scale() -> None:
+    # Every parameter of both Linear layers moves by 0.005: 0.27% of policy_net.0's RMS (1.844), 50% of
+    # action_net's (0.01). A scale pooled over the actor (RMS about 1.6) would call action_net's moves small.
+    bc = TinyActor()
+    cur = bc.with_deltas({"mlp_extractor.policy_net.0": th.full((25,), 0.005), "action_net": th.full((6,), 0.005)})
+    m = drift.weight_drift(bc, cur)
+    n = 25 + 6 + 2  # log_std (2, unmoved) is in the totals too
+    assert m["drift/weights/actor/policy_net.0/moved@1e-03"] == 1.0
+    assert m["drift/weights/actor/policy_net.0/moved@1e-02"] == 0.0
+    assert m["drift/weights/actor/action_net/moved@1e-01"] == 1.0
+    assert m["drift/weights/actor/moved@1e-03"] == (25 + 6) / n
+    assert m["drift/weights/actor/moved@1e-02"] == 6 / n
+    assert m["drift/weights/actor/moved@1e-01"] == 6 / n
+    assert m["drift/weights/all/moved@1e-01"] == 6 / n
+    assert "drift/weights/critic/moved@1e-01" not in m  # no critic layers
+
+
+def test_drift_table_carries_the_relative_movement_columns(cartpole: ActorCriticPolicy) -> None:
+    cur = snapshot(cartpole)
+    with th.no_grad():
+        linear(cur.mlp_extractor.policy_net, 2).weight.add_(1.0)  # far beyond 0.1 x the layer's RMS
+    metrics = drift.weight_drift(cartpole, cur)
+    rows = {r["layer"]: r for r in drift.drift_table(metrics, ["demo"])}
+    weights = 64 * 64
+    assert rows["actor/policy_net.2"]["moved@1e-01"] == weights / (weights + 64)
+    assert rows["actor/policy_net.0"]["moved@1e-01"] == 0.0
+    assert all(f"moved@{r:.0e}" in row for row in rows.values() for r in drift.RELATIVE_TOLERANCES)
 
 
 # -------------------------------------------------------------------------------------------- snapshot

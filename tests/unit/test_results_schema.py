@@ -66,10 +66,13 @@ def test_the_family_patterns_match_what_they_should() -> None:
 
 @pytest.mark.slow
 def test_the_readme_documents_every_checkpoint_column_of_a_job(fast_cfg) -> None:  # type: ignore[no-untyped-def]
-    """An anchored job, so the anchor's columns are there too; each documented column appears, and no other."""
+    """An anchored job with the BC control, so their columns are there too; each documented column appears, and no
+    other."""
     documented = names(readme_tables("`results.json`")[1])
     patterns = {name: family(name) for name in documented}
-    columns = {key for row in run(fast_cfg("rl.anchor.kind=bc_kl"))["checkpoints"] for key in row}
+    columns = {
+        key for row in run(fast_cfg("rl.anchor.kind=bc_kl", "eval.bc_control=true"))["checkpoints"] for key in row
+    }
     undocumented = {c for c in columns if not any(p.fullmatch(c) for p in patterns.values())}
     assert not undocumented, f"checkpoint columns missing from README.md: {sorted(undocumented)}"
     unused = {n for n, p in patterns.items() if not any(p.fullmatch(c) for c in columns)} - CONTINUOUS_ONLY
@@ -77,10 +80,13 @@ def test_the_readme_documents_every_checkpoint_column_of_a_job(fast_cfg) -> None
 
 
 def test_a_setting_at_its_neutral_value_hashes_as_before_it_existed() -> None:
-    """bc.checkpoints came after results existed: at [] (what every earlier job did) it is left out of the hash,
-    so their results keep their identity; any other value is hashed."""
+    """Settings added after results existed (bc.checkpoints, eval.bc_control, lr_rule): at their neutral values
+    (what every earlier job did) they are left out of the hash, so earlier results keep their identity; any other
+    value is hashed."""
     cfg = make_cfg("env=cartpole")
     data = OmegaConf.to_container(cfg, resolve=True)
-    assert isinstance(data, dict) and data["bc"].pop("checkpoints") == []
+    assert isinstance(data, dict)
+    assert (data["bc"].pop("checkpoints"), data["eval"].pop("bc_control"), data.pop("lr_rule")) == ([], False, "fixed")
     assert config_hash(cfg) == content_hash({k: v for k, v in data.items() if k not in _NOT_HASHED})
-    assert config_hash(make_cfg("env=cartpole", "bc.checkpoints=[500]")) != config_hash(cfg)
+    for setting in ("bc.checkpoints=[500]", "eval.bc_control=true", "lr_rule=width"):
+        assert config_hash(make_cfg("env=cartpole", setting)) != config_hash(cfg), setting

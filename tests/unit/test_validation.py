@@ -149,6 +149,17 @@ def test_bc_checkpoint_outside_the_run_fails_naming_the_key(steps: str) -> None:
         validate_job(make_job("env=cartpole", f"bc.checkpoints={steps}"))
 
 
+@pytest.mark.parametrize("setting", ["rl.init=scratch", "rl.critic_warmup_steps=256"])
+def test_bc_control_without_a_bc_start_or_with_a_warm_up_fails_naming_the_key(setting: str) -> None:
+    with pytest.raises(ValueError, match=r"^eval.bc_control continues BC"):
+        validate_job(make_job("env=cartpole", "eval.bc_control=true", setting))
+
+
+def test_unknown_lr_rule_fails_naming_the_key() -> None:
+    with pytest.raises(ValueError, match=r"lr_rule"):
+        validate_job(make_job("env=cartpole", "lr_rule=sqrt"))
+
+
 def test_more_demonstrations_than_one_sets_start_seeds_fail() -> None:
     """demos.seed s starts its episodes s x 10,000 apart: 10,001 would reuse set s + 1's first start state."""
     validate_job(make_job("env=cartpole", "demos.episodes=9999", "demos.mix=[{episodes:1}]"))
