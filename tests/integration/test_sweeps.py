@@ -369,14 +369,14 @@ def test_two_sweeps_started_together_get_their_own_folders(tmp_path: Path, cache
 
 
 def test_the_scale_preset_crosses_sizes_and_rules_on_one_expert_and_demonstration_set_per_env() -> None:
-    """experiment=scale: 3 envs x (4 widths x 2 depths at the env's rates + 3 widths at depth 2 with lr_rule=width)
-    x 5 seeds, every job with the BC control; within an env only the learner's size and rule differ."""
+    """experiment=scale: 3 envs x (4 widths at depth 2 and 3 at depth 4 at the env's rates + 3 widths at depth 2 with
+    lr_rule=width) x 5 seeds, every job with the BC control; within an env only the learner's size and rule differ."""
     jobs = preset_jobs("scale")
-    assert len(jobs) == 3 * (8 + 3) * 5
+    assert len(jobs) == 3 * (7 + 3) * 5
     cfgs = [make_cfg("experiment=scale", *job) for job in preset_jobs("scale", "seed=0")]
     assert all(cfg.eval.bc_control and list(cfg.rl.budgets) == [0, 4000, 16000] for cfg in cfgs)
     sizes = {(max(c.env.net_arch), len(c.env.net_arch), c.lr_rule) for c in cfgs}
-    assert sizes == {(w, d, "fixed") for w in (32, 64, 256, 1024) for d in (2, 4)} | {
+    assert sizes == {(w, d, "fixed") for w in (32, 64, 256, 1024) for d in (2, 4) if (w, d) != (1024, 4)} | {
         (w, 2, "width") for w in (32, 256, 1024)
     }
     for env in ("pendulum", "doorkey", "mountaincar"):
@@ -386,4 +386,4 @@ def test_the_scale_preset_crosses_sizes_and_rules_on_one_expert_and_demonstratio
             if c.env.name == env
         }
         assert len(same) == 1, env
-    assert len({run_name(c) for c in cfgs}) == len(cfgs) == 33
+    assert len({run_name(c) for c in cfgs}) == len(cfgs) == 30
