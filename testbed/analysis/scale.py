@@ -19,11 +19,16 @@ The drift values (`DRIFT_NAMES`), each read for the RL run and, prefixed `contro
 `ratio/<name>` is the seed's RL value over its control's, NaN where the control's is 0 or either is missing.
 Over seeds every value is the IQM (`frontier.iqm`) with gap.py's percentile bootstrap 95% CI over seeds
 (`gap.iqm_ci`: `frontier._draws`, percentiles as order statistics), NaN seeds left out.
+
+`scale_analysis` makes the report's scale section (testbed.report.scale): the study's rows (cells whose control was
+measured), each env's sizes at the largest RL budget all of them have and at a capability target, the trends of
+`TRENDS` at that budget, and each size's row of the CEG table there.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -33,6 +38,7 @@ from testbed import stats
 from testbed.analysis.cells import cell_points, kinds
 from testbed.analysis.frontier import _draws, iqm
 from testbed.analysis.gap import CENSORED, compute_at, iqm_ci, reach_point, steps_at, value_at
+from testbed.config import LR_REFERENCE_WIDTH
 
 METRIC = "eval/normalized_score"
 SIZE = ("width", "depth", "lr_rule")  # the learner's size identity: widest hidden layer, hidden layers, lr rule
@@ -222,7 +228,11 @@ def scale_table(points: pd.DataFrame, budget: float, n_resamples: int = stats.N_
     steps), and every drift column (DRIFT_NAMES, `control/`, `ratio/`): each as IQM over seeds with `_ci_low`,
     `_ci_high`.
     """
-    seeds = seeds_at_budget(points, budget)
+    return _budget_table(seeds_at_budget(points, budget), n_resamples)
+
+
+def _budget_table(seeds: pd.DataFrame, n_resamples: int) -> pd.DataFrame:
+    """`scale_table` from its per-seed rows (`seeds_at_budget`)."""
     if seeds.empty:
         return pd.DataFrame()
     rows = []
@@ -309,3 +319,132 @@ def size_trend(
             slope, (low, high) = float(slopes[0]), _slope_ci(slopes[1:], confidence)
         rows.append(row | {"slope": slope, "slope_ci_low": low, "slope_ci_high": high})
     return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------------------------------- the study
+
+ORDER = ("env", "depth", "lr_rule", "width")  # the study's tables' row order: widths together, per depth and rule
+TARGET = 0.8  # the capability target of the report's scale section (normalized score)
+# The size trends the report shows (at the budget): how relative change and the fraction of moving weights fall with
+# width for RL, for the control and as their ratio (RL faster than the control: a negative ratio slope), and KL.
+TRENDS = (
+    "rel_change",
+    f"{CONTROL}rel_change",
+    f"{RATIO}rel_change",
+    "moved@1e-02",
+    f"{CONTROL}moved@1e-02",
+    f"{RATIO}moved@1e-02",
+    "kl_demo",
+)
+
+
+@dataclass(frozen=True)
+class Scale:
+    """The scale study's tables, each one row per env and size (width, depth, lr_rule) unless said otherwise."""
+
+    budgets: dict[str, float]  # env -> the RL budget its sizes are compared at (the largest every size has)
+    target: float  # the capability target of `at_target`
+    budget: pd.DataFrame  # scale_table at the env's budget
+    at_target: pd.DataFrame  # scale_at_target at `target`
+    trend: pd.DataFrame  # size_trend of every TRENDS column at the budget: one row per env, depth, lr_rule, column
+    ceg: pd.DataFrame  # the CEG table's row (ceg_table) of each size's cell at the budget's checkpoint
+    seeds: pd.DataFrame  # seeds_at_budget at the env's budget: one row per env, size and seed
+
+
+def study_points(points: pd.DataFrame) -> pd.DataFrame:
+    """The scale study's rows: every row of the BC-started cells whose control was measured (eval.bc_control: a
+    `control/` actor relative change at some checkpoint). Other studies' cells in the same folders are left out."""
+    col = CONTROL + DRIFT["rel_change"]
+    if points.empty or col not in points.columns or any(c not in points.columns for c in SIZE):
+        return points.iloc[0:0]
+    measured = points[col].notna().groupby(points["cell"]).transform("any")
+    return points[measured & (points["rl_init"] == "bc")]
+
+
+def sizes_vary(points: pd.DataFrame) -> bool:
+    """Whether the study's BC+RL cells (`study_points`) span more than one width: the report's scale section."""
+    pts = study_points(points)
+    return not pts.empty and pts.loc[pts["cell"].map(kinds(pts)).eq("bc_rl"), "width"].nunique() > 1
+
+
+def _reference_rows(points: pd.DataFrame) -> pd.DataFrame:
+    """The lr_rule=fixed cells at LR_REFERENCE_WIDTH filed under lr_rule=width too, per env and depth that has
+    lr_rule=width cells but none at that width: there the width rule's rates are the env's own, so the fixed job
+    is the width rule's job as well (the scale preset runs it once). Their cells keep their ids, so the rows are
+    analysed apart from the others (`cell_points` would take them for duplicates)."""
+    frames = []
+    for _, g in points.groupby(["env", "depth"], sort=True):
+        widths = {rule: set(gr["width"]) for rule, gr in g.groupby("lr_rule")}
+        if "width" in widths and LR_REFERENCE_WIDTH not in widths["width"]:
+            frames.append(g[(g["lr_rule"] == "fixed") & (g["width"] == LR_REFERENCE_WIDTH)].assign(lr_rule="width"))
+    return pd.concat(frames, ignore_index=True) if frames else points.iloc[0:0]
+
+
+def study_budgets(points: pd.DataFrame) -> dict[str, float]:
+    """Per env, the largest RL budget every BC+RL size of it has: the smallest of its cells' largest checkpoints."""
+    pts = points[points["cell"].map(kinds(points)).eq("bc_rl")] if not points.empty else points
+    if pts.empty:
+        return {}
+    largest = pts.groupby(["env", "cell"])["rl_steps"].max().groupby("env").min()
+    return {str(env): float(steps) for env, steps in largest.items()}
+
+
+def _ceg_at(table: pd.DataFrame, ceg: pd.DataFrame) -> pd.DataFrame:
+    """The CEG table's row of each size's cell at the checkpoint `table` read; NaN where the CEG table has none."""
+    if table.empty:
+        return pd.DataFrame()
+    sizes = table[[*KEYS, "cell", "label", "rl_steps"]]
+    if ceg.empty:
+        return sizes
+    gains = ceg.drop(columns=["env", "label", "frontier", "start"], errors="ignore")
+    return sizes.merge(gains, on=["cell", "rl_steps"], how="left")
+
+
+def _concat(frames: Sequence[pd.DataFrame], keys: Sequence[str]) -> pd.DataFrame:
+    """The non-empty frames as one, sorted by `keys`."""
+    frames = [f for f in frames if not f.empty]
+    if not frames:
+        return pd.DataFrame()
+    return pd.concat(frames, ignore_index=True).sort_values(list(keys), kind="stable", ignore_index=True)
+
+
+def scale_analysis(
+    points: pd.DataFrame,
+    ceg: pd.DataFrame,
+    metric: str = METRIC,
+    target: float = TARGET,
+    n_resamples: int = stats.N_RESAMPLES,
+) -> Scale:
+    """Every table of the report's scale section from the tidy checkpoint rows and the CEG table (`ceg_table`).
+
+    Per env, every size is read at the largest RL budget all of them have (`study_budgets`), and when it first
+    reaches `target`; the trends are at the budget. `metric` is the capability column (the tables' bc_score and
+    score, the scale of `target`). Only the rows of `study_points` count; the lr_rule=fixed cell at
+    LR_REFERENCE_WIDTH also counts for lr_rule=width where that rule has no cell of its own there
+    (`_reference_rows`). Raises ValueError where one size has several BC+RL cells (`seeds_at_budget`).
+    """
+    pts = study_points(points)
+    if metric != METRIC and not pts.empty:
+        pts = pts.assign(**{METRIC: pts[metric]})
+    parts = [pts, _reference_rows(pts)]  # analysed apart: the reference rows repeat cells of the first
+    budgets = study_budgets(pts)
+    seeds, budget, at_target = [], [], []
+    for part in parts:
+        for env, g in part.groupby("env", sort=True):
+            if str(env) not in budgets:  # no BC+RL cell of the env: nothing to read at a budget
+                continue
+            seeds.append(seeds_at_budget(g, budgets[str(env)]))
+            budget.append(_budget_table(seeds[-1], n_resamples))
+        at_target.append(scale_at_target(part, target, n_resamples) if not part.empty else pd.DataFrame())
+    per_seed = _concat(seeds, (*ORDER, "seed"))
+    table = _concat(budget, ORDER)
+    trends = [size_trend(per_seed, col, n_resamples) for col in TRENDS]
+    return Scale(
+        budgets=budgets,
+        target=target,
+        budget=table,
+        at_target=_concat(at_target, ORDER),
+        trend=_concat(trends, ("env", "depth", "lr_rule")),
+        ceg=_ceg_at(table, ceg),
+        seeds=per_seed,
+    )

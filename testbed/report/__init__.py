@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,10 +18,13 @@ import pandas as pd
 from testbed import analysis
 from testbed.analysis import METRIC
 from testbed.analysis.gap import Gap, gap_analysis
+from testbed.analysis.scale import Scale, scale_analysis, sizes_vary
 from testbed.report.figures import FIGURES, _save
 from testbed.report.gap import raw_tables
 from testbed.report.gap_figures import CROSS_ENV_FIGURES
 from testbed.report.pages import _summary, render_html, render_markdown
+from testbed.report.scale import raw_tables as scale_raw_tables
+from testbed.report.scale_figures import SCALE_FIGURES
 from testbed.report.tables import _plain, _raw_tables, demonstrations, display_tables, headline
 
 __all__ = [
@@ -35,6 +39,8 @@ __all__ = [
     "render_markdown",
 ]
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class Report:
@@ -46,6 +52,7 @@ class Report:
     headline: list[dict[str, Any]] = field(default_factory=list)  # one row per BC+RL cell at its largest budget
     demonstrations: dict[str, dict[str, Any]] = field(default_factory=dict)  # env -> which sets seeds cloned
     gap: Gap | None = None  # the cross-env gap study, where the report covers more than one env
+    scale: Scale | None = None  # the scale study, where its BC+RL cells span more than one width
 
     @property
     def html(self) -> Path:
@@ -71,6 +78,9 @@ def build(
 
     With more than one env, also the cross-env section (testbed.analysis.gap, testbed.report.gap): its tables,
     its figures (names in CROSS_ENV_FIGURES, written as cross_env_<name>.png) and summary.json's `cross_env`.
+    Where the BC+RL cells with the control measured span more than one width, the scale section
+    (testbed.analysis.scale, testbed.report.scale): its tables, its figures (names in SCALE_FIGURES, written as
+    scale_<name>.png) and summary.json's `scale`.
     """
     roots = [Path(f) for f in folders]
     sweep = analysis.load(roots)
@@ -88,11 +98,9 @@ def build(
             sweep.points, result.ceg, metric, n_resamples=n_resamples, frontier_cells=result.frontier_cells
         )
         report.tables |= raw_tables(report.gap)
-        for name, draw_all in CROSS_ENV_FIGURES.items():
-            if figures is None or name in figures:
-                fig = draw_all(report.gap)
-                if fig is not None:
-                    report.figures[f"cross_env_{name}"] = _save(fig, report.out / f"cross_env_{name}.png")
+        _draw(report, CROSS_ENV_FIGURES, report.gap, "cross_env", figures)
+    if sizes_vary(sweep.points):  # the scale section: drift and CEG against the learner's size
+        _scale_section(report, sweep.points, result.ceg, metric, n_resamples, figures)
     for env in envs:
         for name, draw in FIGURES.items():
             if figures is not None and name not in figures:
@@ -106,3 +114,32 @@ def build(
     report.html.write_text(render_html(roots, result, report))
     report.markdown.write_text(render_markdown(roots, result, report))
     return report
+
+
+def _scale_section(
+    report: Report,
+    points: pd.DataFrame,
+    ceg: pd.DataFrame,
+    metric: str,
+    n_resamples: int,
+    figures: Sequence[str] | None,
+) -> None:
+    """The scale study's tables and figures into `report`; left out, with a warning, where one size has several
+    BC+RL cells (the folders hold more than one scale study: report them apart)."""
+    try:
+        report.scale = scale_analysis(points, ceg, metric, n_resamples=n_resamples)
+    except ValueError as exc:
+        log.warning("the scale section is left out: %s", exc)
+        return
+    report.tables |= scale_raw_tables(report.scale)
+    _draw(report, SCALE_FIGURES, report.scale, "scale", figures)
+
+
+def _draw(report: Report, draws: dict[str, Any], data: Any, prefix: str, figures: Sequence[str] | None) -> None:
+    """A section's figures (`draws`: name -> function of `data`) into `report` as <prefix>_<name>.png; `figures`
+    picks names (None: all); a function that returns None has nothing to draw."""
+    for name, draw_all in draws.items():
+        if figures is None or name in figures:
+            fig = draw_all(data)
+            if fig is not None:
+                report.figures[f"{prefix}_{name}"] = _save(fig, report.out / f"{prefix}_{name}.png")

@@ -16,6 +16,11 @@ from testbed.analysis import Analysis
 from testbed.report.figures import FIGURES
 from testbed.report.gap import INTRO, cross_env_tables, summary
 from testbed.report.gap_figures import CROSS_ENV_FIGURES
+from testbed.report.scale import INTRO as SCALE_INTRO
+from testbed.report.scale import TITLE as SCALE_TITLE
+from testbed.report.scale import scale_tables
+from testbed.report.scale import summary as scale_summary
+from testbed.report.scale_figures import SCALE_FIGURES
 from testbed.report.tables import _metric_label, _nan, _plain, display_tables
 
 if TYPE_CHECKING:
@@ -59,7 +64,13 @@ def render_html(folders: Sequence[Path], a: Analysis, report: Report) -> str:
         parts += [_html_table(*t) for t in cross[:4]]
         parts += [_html_figure(name, path) for name, path in report.figures.items() if _cross_env(name)]
         parts += [_html_table(*t) for t in cross[4:]]
-    parts += [_html_figure(name, path) for name, path in report.figures.items() if not _cross_env(name)]
+    if report.scale is not None:
+        sizes = scale_tables(report.scale)
+        parts.append(f"<h2>{html.escape(SCALE_TITLE)}</h2><p>{html.escape(SCALE_INTRO)}</p>")
+        parts += [_html_table(*t) for t in sizes[:1]]
+        parts += [_html_figure(name, path) for name, path in report.figures.items() if _scale(name)]
+        parts += [_html_table(*t) for t in sizes[1:]]
+    parts += [_html_figure(name, path) for name, path in report.figures.items() if _per_env(name)]
     parts += [_html_table(*t) for t in tables[1:]]
     parts.append(f"<h2>Method</h2><p>{METHOD.format(metric=_metric_label(a.metric), n=a.n_resamples)}</p>")
     style = (
@@ -85,6 +96,14 @@ def _cross_env(name: str) -> bool:
     return name.startswith("cross_env_")
 
 
+def _scale(name: str) -> bool:
+    return name.startswith("scale_") and name.removeprefix("scale_") in SCALE_FIGURES
+
+
+def _per_env(name: str) -> bool:
+    return not (_cross_env(name) or _scale(name))
+
+
 def _setup(report: Report) -> str:
     return "; ".join(f"{env}: {d['statement']}" for env, d in report.demonstrations.items()) + "."
 
@@ -108,7 +127,13 @@ def render_markdown(folders: Sequence[Path], a: Analysis, report: Report) -> str
         lines += [_md_table(*t) for t in cross[:4]]
         lines += [figure.format(n, p.name, _caption(n)) for n, p in report.figures.items() if _cross_env(n)]
         lines += [_md_table(*t) for t in cross[4:]]
-    lines += [figure.format(n, p.name, _caption(n)) for n, p in report.figures.items() if not _cross_env(n)]
+    if report.scale is not None:
+        sizes = scale_tables(report.scale)
+        lines.append(f"## {SCALE_TITLE}\n\n{SCALE_INTRO}\n")
+        lines += [_md_table(*t) for t in sizes[:1]]
+        lines += [figure.format(n, p.name, _caption(n)) for n, p in report.figures.items() if _scale(n)]
+        lines += [_md_table(*t) for t in sizes[1:]]
+    lines += [figure.format(n, p.name, _caption(n)) for n, p in report.figures.items() if _per_env(n)]
     lines += [_md_table(*t) for t in tables[1:]]
     method = METHOD.format(metric=_metric_label(a.metric), n=a.n_resamples)
     lines.append(
@@ -132,9 +157,11 @@ def _md_table(title: str, note: str, df: pd.DataFrame) -> str:
 
 
 def _caption(name: str) -> str:
-    """The docstring of the function that drew figure `<env>_<kind>` (or `cross_env_<kind>`)."""
+    """The docstring of the function that drew figure `<env>_<kind>` (or `cross_env_<kind>`, `scale_<kind>`)."""
     if _cross_env(name):
         return " ".join((CROSS_ENV_FIGURES[name.removeprefix("cross_env_")].__doc__ or "").split())
+    if _scale(name):
+        return " ".join((SCALE_FIGURES[name.removeprefix("scale_")].__doc__ or "").split())
     return next(((draw.__doc__ or "").strip() for kind, draw in FIGURES.items() if name.endswith(f"_{kind}")), "")
 
 
@@ -154,4 +181,7 @@ def _summary(folders: Sequence[Path], a: Analysis, report: Report) -> dict[str, 
         "demonstrations": report.demonstrations,
         "figures": {k: str(v) for k, v in report.figures.items()},
         "ceg": _plain(a.ceg).astype(object).where(a.ceg.notna(), None).to_dict("records"),
-    } | ({"cross_env": summary(report.gap)} if report.gap is not None else {})  # NaN: null
+    } | (
+        ({"cross_env": summary(report.gap)} if report.gap is not None else {})
+        | ({"scale": scale_summary(report.scale)} if report.scale is not None else {})
+    )  # NaN: null
