@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from testbed.cache import read_json  # noqa: E402
 from testbed.config import register_configs, to_config  # noqa: E402
-from testbed.envs import VELOCITY_INDICES  # noqa: E402
+from testbed.envs import HIDDEN_INDICES  # noqa: E402
 from testbed.expert import get_expert  # noqa: E402
 from testbed.pipeline import run  # noqa: E402
 from testbed.results import config_hash, is_complete  # noqa: E402
@@ -138,7 +138,7 @@ def masked_table(experts: list[dict[str, Any]], cells: list[dict[str, Any]], dem
     for e in experts:
         mine = [c for c in cells if c["env"] == e["env"] and c["masked"]]
         if mine:
-            hidden = ", ".join(map(str, VELOCITY_INDICES[e["env_id"]]))
+            hidden = ", ".join(map(str, HIDDEN_INDICES[e["env_id"]]))
             lines.append(f"| {e['env_id']} | {hidden} | " + " | ".join(score_columns(mine, demos)) + " |")
     return "\n".join(lines)
 
@@ -158,7 +158,7 @@ def main() -> None:
     experts = [expert_row(env, args.cache_dir) for env in args.envs]
     cells = [bc_cell(env, n, s, args.cache_dir) for env in args.envs for n in args.demos for s in args.seeds]
     if not args.no_masked:
-        maskable = [e["env"] for e in experts if e["env_id"] in VELOCITY_INDICES]
+        maskable = [e["env"] for e in experts if e["env_id"] in HIDDEN_INDICES]
         cells += [bc_cell(env, n, s, args.cache_dir, True) for env in maskable for n in args.demos for s in args.seeds]
     text = table(experts, cells, args.demos)
     if not args.no_masked:

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from stable_baselines3.common.distributions import (
     CategoricalDistribution,
     DiagGaussianDistribution,
+    MultiCategoricalDistribution,
     StateDependentNoiseDistribution,
 )
 from stable_baselines3.common.policies import ActorCriticPolicy
@@ -65,34 +66,52 @@ def to_tensors(policy: ActorCriticPolicy, demos: Demonstrations) -> tuple[torch.
 
 
 def nll_and_entropy(
-    policy: ActorCriticPolicy, obs: torch.Tensor, actions: torch.Tensor
+    policy: ActorCriticPolicy, obs: torch.Tensor, actions: torch.Tensor, components: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean negative log-likelihood of `actions` and mean entropy of the policy at `obs`.
 
     Discrete, diagonal-Gaussian and gSDE actions take a direct path (the same numbers as SB3's distribution classes,
     checked by a test) because building torch distribution objects dominates the cost of a small BC step;
-    other action spaces go through SB3's distribution.
+    other action spaces go through SB3's distribution. `components`: fit only the first k action components
+    (MultiDiscrete sub-actions or Box dimensions), e.g. a scratchpad's env action without its scratch values.
     """
     features = policy.extract_features(obs, policy.pi_features_extractor)
     assert isinstance(features, torch.Tensor)  # one extractor for the actor
     latent = policy.mlp_extractor.forward_actor(features)
     out = policy.action_net(latent)
-    if isinstance(policy.action_dist, CategoricalDistribution):
+    dist = policy.action_dist
+    if isinstance(dist, CategoricalDistribution):
         logp = F.log_softmax(out, dim=-1)
         entropy = -(logp.exp() * logp).sum(-1)
         return F.nll_loss(logp, actions.long().reshape(-1)), entropy.mean()
-    dist = policy.action_dist
+    if isinstance(dist, MultiCategoricalDistribution) and components is not None:
+        return _multi_categorical_nll(out, actions, list(dist.action_dims)[:components])
+    k = out.shape[-1] if components is None else components  # fitted Box dimensions
     if isinstance(dist, DiagGaussianDistribution):
-        return _gaussian_nll(out, policy.log_std.expand_as(out), actions)
+        return _gaussian_nll(out[:, :k], policy.log_std[:k].expand_as(out[:, :k]), actions[:, :k])
     if isinstance(dist, StateDependentNoiseDistribution) and dist.bijector is None:
         # gSDE: per-state std from the (detached unless learn_features) latent, as SB3's proba_distribution.
         latent_sde = latent if dist.learn_features else latent.detach()
         variance = torch.mm(latent_sde**2, dist.get_std(policy.log_std) ** 2)
-        return _gaussian_nll(out, 0.5 * torch.log(variance + dist.epsilon), actions)
+        return _gaussian_nll(out[:, :k], 0.5 * torch.log(variance[:, :k] + dist.epsilon), actions[:, :k])
+    if components is not None:
+        raise ValueError(
+            f"fitting some action components needs MultiDiscrete or Box actions, not {type(dist).__name__}"
+        )
     sb3_dist = policy.get_distribution(obs)
     sb3_entropy = sb3_dist.entropy()
     assert sb3_entropy is not None  # every SB3 distribution of a PPO policy has a closed-form entropy
     return -sb3_dist.log_prob(actions).mean(), sb3_entropy.mean()
+
+
+def _multi_categorical_nll(
+    out: torch.Tensor, actions: torch.Tensor, dims: list[int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """NLL and entropy of the first len(dims) sub-actions of a MultiDiscrete action, summed over them."""
+    logps = [F.log_softmax(lg, dim=-1) for lg in torch.split(out[:, : sum(dims)], dims, dim=1)]
+    nll = torch.stack([F.nll_loss(lp, actions[:, i].long()) for i, lp in enumerate(logps)]).sum()
+    entropy = torch.stack([-(lp.exp() * lp).sum(-1).mean() for lp in logps]).sum()
+    return nll, entropy
 
 
 def _gaussian_nll(
@@ -106,14 +125,20 @@ def _gaussian_nll(
 
 
 @torch.no_grad()
-def agreement_with_demos(policy: ActorCriticPolicy, obs: torch.Tensor, actions: torch.Tensor) -> float:
-    """Fraction of states where the deterministic action equals the demonstrated one (`bc.val_agreement`).
+def agreement_with_demos(
+    policy: ActorCriticPolicy, obs: torch.Tensor, actions: torch.Tensor, components: int | None = None
+) -> float:
+    """Fraction of states where the deterministic action equals the demonstrated one (`bc.val_agreement`), on the
+    first `components` action components if given (the ones BC fits).
 
     Box: unclipped, every dim within BC_AGREEMENT_RANGE_FRACTION (5%) of the action range.
     """
     pred = policy.get_distribution(obs).mode()
+    if components is not None:
+        pred, actions = pred[:, :components], actions[:, :components]
     if pred.dtype.is_floating_point:
         span = torch.as_tensor(policy.action_space.high - policy.action_space.low)  # type: ignore[attr-defined]
+        span = span[: pred.shape[-1]]
         return float(((pred - actions).abs() <= BC_AGREEMENT_RANGE_FRACTION * span).all(dim=-1).float().mean())
     return float((pred == actions.reshape(pred.shape)).float().mean())
 
@@ -151,9 +176,10 @@ class BCTrainer:
         seed: int,
         lr: float | None = None,
         batch_size: int | None = None,
+        components: int | None = None,
     ):
         start = time.perf_counter()
-        self.policy, self.cfg = policy, cfg
+        self.policy, self.cfg, self.components = policy, cfg, components
         obs, actions = to_tensors(policy, demos)
         train_idx, val_idx = split(len(actions), cfg.val_fraction, seed)
         x_tr, y_tr = obs[train_idx], actions[train_idx]
@@ -178,7 +204,7 @@ class BCTrainer:
         policy.set_training_mode(True)
         while self.steps < steps:
             x, y = next(self.batches)
-            nll, entropy = nll_and_entropy(policy, x, y)
+            nll, entropy = nll_and_entropy(policy, x, y, self.components)
             loss = nll - ent_coef * entropy
             if l2_coef:
                 loss = loss + l2_coef * sum((p**2).sum() for p in params)
@@ -196,7 +222,7 @@ class BCTrainer:
                         "bc/grad_steps": self.steps,
                         "bc/train_nll": float(np.mean(self.window)),
                         "bc/entropy": entropy.item(),
-                        "bc/val_nll": _val_nll(policy, self.x_val, self.y_val),
+                        "bc/val_nll": _val_nll(policy, self.x_val, self.y_val, self.components),
                     }
                 )
                 self.window = []
@@ -219,8 +245,8 @@ class BCTrainer:
             train_transitions=self.train_transitions,
             val_transitions=len(self.y_val),
             train_nll=self._train_nll(),
-            val_nll=_val_nll(self.policy, self.x_val, self.y_val),
-            val_agreement=agreement_with_demos(self.policy, self.x_val, self.y_val),
+            val_nll=_val_nll(self.policy, self.x_val, self.y_val, self.components),
+            val_agreement=agreement_with_demos(self.policy, self.x_val, self.y_val, self.components),
             wall_s=self.wall_s,
             curve=list(self.curve),
         )
@@ -233,13 +259,16 @@ def train_bc(
     seed: int,
     progress: bool = True,
     on_checkpoint: Callable[[BCResult], None] | None = None,
+    trainer: BCTrainer | None = None,
 ) -> BCResult:
     """Fit the actor to the demonstrations by NLL (+ optional entropy bonus and L2), in place (see BCTrainer).
 
     At each of `cfg.checkpoints` below `cfg.grad_steps`, `on_checkpoint` gets the result so far while the policy
-    holds those weights (its own evaluation must leave them as they are).
+    holds those weights (its own evaluation must leave them as they are). `trainer`: one prepared by the caller
+    (a scratchpad's fitting some action components, a recurrent policy's); by default BCTrainer(policy, demos, cfg,
+    seed).
     """
-    trainer = BCTrainer(policy, demos, cfg, seed)
+    trainer = trainer or BCTrainer(policy, demos, cfg, seed)
     stops = sorted({k for k in cfg.checkpoints if k < cfg.grad_steps} | {cfg.grad_steps})
     with tqdm(total=cfg.grad_steps, desc="bc", disable=not (progress and sys.stderr.isatty())) as bar:
         for k in stops:
@@ -259,5 +288,7 @@ def train_bc(
 
 
 @torch.no_grad()
-def _val_nll(policy: ActorCriticPolicy, obs: torch.Tensor, actions: torch.Tensor) -> float:
-    return float(nll_and_entropy(policy, obs, actions)[0])
+def _val_nll(
+    policy: ActorCriticPolicy, obs: torch.Tensor, actions: torch.Tensor, components: int | None = None
+) -> float:
+    return float(nll_and_entropy(policy, obs, actions, components)[0])

@@ -30,14 +30,29 @@ def _unique_count(modules: list[nn.Module]) -> int:
     return sum(seen.values())
 
 
+def _lstms(policy: ActorCriticPolicy, *names: str) -> list[nn.Module]:
+    """A recurrent policy's LSTMs among `names` (sb3-contrib's lstm_actor, lstm_critic; None when not enabled).
+    An LSTM multiplies each of its weights once per step, so the 2x / 6x rule below holds for it too."""
+    return [m for m in (getattr(policy, name, None) for name in names) if isinstance(m, nn.Module)]
+
+
 def actor_params(policy: ActorCriticPolicy) -> int:
-    """Parameters an action forward pass multiplies: features extractor, actor body and action head."""
-    return _unique_count([policy.pi_features_extractor, policy.mlp_extractor.policy_net, policy.action_net])
+    """Parameters an action forward pass multiplies: features extractor, (LSTM,) actor body and action head."""
+    return _unique_count(
+        [
+            policy.pi_features_extractor,
+            *_lstms(policy, "lstm_actor"),
+            policy.mlp_extractor.policy_net,
+            policy.action_net,
+        ]
+    )
 
 
 def critic_params(policy: ActorCriticPolicy) -> int:
-    """Parameters a value forward pass multiplies: features extractor, critic body and value head."""
-    return _unique_count([policy.vf_features_extractor, policy.mlp_extractor.value_net, policy.value_net])
+    """Parameters a value forward pass multiplies: features extractor, (LSTM,) critic body and value head."""
+    return _unique_count(
+        [policy.vf_features_extractor, *_lstms(policy, "lstm_critic"), policy.mlp_extractor.value_net, policy.value_net]
+    )
 
 
 def actor_critic_params(policy: ActorCriticPolicy) -> int:
@@ -46,6 +61,7 @@ def actor_critic_params(policy: ActorCriticPolicy) -> int:
         [
             policy.pi_features_extractor,
             policy.vf_features_extractor,
+            *_lstms(policy, "lstm_actor", "lstm_critic"),
             policy.mlp_extractor.policy_net,
             policy.mlp_extractor.value_net,
             policy.action_net,

@@ -27,7 +27,8 @@ class EnvConfig:
     n_envs: int = 8  # DummyVecEnv copies for PPO (8 is fastest on 2 cores)
     max_episode_steps: int | None = None  # None keeps the registered TimeLimit
     wrapper: str | None = None  # named observation wrapper (see envs.WRAPPERS), e.g. "minigrid_flat"
-    mask_velocity: bool = False  # hide velocity components (partial observability)
+    mask_velocity: bool = False  # hide the state the task hides: velocities; parity's running result (envs.py)
+    kwargs: dict[str, Any] = field(default_factory=dict)  # keyword arguments of gym.make, e.g. {n: 16} for parity
     reference_return: float = MISSING  # the expert is rejected below this mean return
     success_return: float | None = None  # an episode succeeds when its return reaches this
     # The expert's own algorithm, hyperparameters and architecture: what trains it (and all that keys its cache),
@@ -159,6 +160,27 @@ class EvalConfig:
     # demonstrations for as many optimizer steps as PPO took, with PPO's learning rate and minibatch size, and its
     # drift from the start as `control/drift/...` (weights, and on demonstration states CKA and KL).
     bc_control: bool = False
+    # The memory study (issue 16, testbed/probes.py): at every checkpoint, a linear probe from the learner's memory
+    # to the state the task hides (`memory/probe_*`), and for a scratchpad the causal check (`memory/causal/...`).
+    memory_probe: bool = False
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """The learner's memory (conf/policy/, testbed/memory.py): what it can know of the steps before this one."""
+
+    # "mlp": none (the feed-forward baseline) | "framestack": the last `frames` observations | "scratchpad": it
+    # also writes values appended to its next observation (an externalized memory) | "lstm": sb3-contrib's
+    # RecurrentPPO, memory in a hidden state
+    kind: str = "mlp"
+    frames: int = 4  # framestack: observations the learner sees (this one and frames - 1 before it)
+    # scratchpad: BC also fits the expert's scratch values (the hidden task variable: the running sub-result, the
+    # true velocity); false fits the env's actions only and leaves the scratch for the learner to invent
+    scratch_supervision: bool = True
+    scratch_bins: int = 2  # scratchpad with Discrete actions: levels of each scratch value over its range
+    lstm_hidden: int = 64  # lstm: units of the actor's (and the critic's own) LSTM
+    bc_seq_len: int = 32  # lstm: BC's truncated backpropagation window, in steps (the state is carried across)
+    bc_batch_episodes: int = 8  # lstm: demonstration episodes per BC minibatch
 
 
 @dataclass(frozen=True)
@@ -185,6 +207,7 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     voting: VotingConfig = field(default_factory=VotingConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
     seed: int = 0
     # Part of the run identity (env + variant + seed): by default named after what makes the variant (see
     # variant_name), so an anchored or voting job started by hand is never named like plain fine-tuning.

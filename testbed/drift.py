@@ -44,6 +44,9 @@ _GROUPS: tuple[tuple[str, str, str], ...] = (
     ("features_extractor.", "actor", "features_extractor."),
     ("pi_features_extractor.", "actor", "features_extractor."),
     ("vf_features_extractor.", "critic", "features_extractor."),
+    # A recurrent policy's LSTMs (sb3-contrib), each one layer group on its side.
+    ("lstm_actor.", "actor", "lstm_actor"),
+    ("lstm_critic.", "critic", "lstm_critic"),
 )
 
 
@@ -140,10 +143,14 @@ def weight_drift(bc: nn.Module, cur: nn.Module, tolerances: Sequence[float] = TO
         scale = th.full(w_bc.shape, _rms(w_bc), dtype=th.float64)
         for key, value in _vector_metrics(w_bc, w, scale, tolerances).items():
             metrics[f"drift/weights/{layer}/{key}"] = value
-        # 1. Effective rank of the layer's 2-D weight update (a layer has at most one).
-        for (_, p_bc), (_, p) in zip(bc_params, cur_groups[layer], strict=True):
-            if p.dim() == 2:
-                metrics[f"drift/weights/{layer}/eff_rank"] = effective_rank(p.double() - p_bc.double())
+        # 1. Effective rank of the layer's 2-D weight update; an LSTM's two ([W_ih | W_hh]) side by side.
+        updates = [
+            p.double() - p_bc.double()
+            for (_, p_bc), (_, p) in zip(bc_params, cur_groups[layer], strict=True)
+            if p.dim() == 2
+        ]
+        if updates:
+            metrics[f"drift/weights/{layer}/eff_rank"] = effective_rank(th.cat(updates, dim=1))
         # 2. Collect the flat vectors, and each parameter's own layer scale, for the per-side and overall totals.
         for side in (layer.split("/", 1)[0], "all"):
             if side in flat:
@@ -224,7 +231,7 @@ def representation_drift(
 # ------------------------------------------------------------------------------------------- behaviour
 
 
-def _agreement_with_bc(space: spaces.Space, a_bc: th.Tensor, a: th.Tensor) -> dict[str, float]:
+def agreement_with_bc(space: spaces.Space, a_bc: th.Tensor, a: th.Tensor) -> dict[str, float]:
     """Fraction of states where the BC and current deterministic actions agree (`drift/agreement`, see
     DRIFT_AGREEMENT_RANGE_FRACTION); for Box also their mean absolute difference."""
     if not isinstance(space, spaces.Box):
@@ -272,7 +279,7 @@ def behaviour_drift(
         for probe, obs in probes.items():
             d_bc, d_cur = action_distribution(bc, obs), action_distribution(cur, obs)
             metrics[f"drift/kl/{probe}"] = float(kl_per_state(d_bc, d_cur).double().mean())
-            agree = _agreement_with_bc(cur.action_space, d_bc.mode(), d_cur.mode())
+            agree = agreement_with_bc(cur.action_space, d_bc.mode(), d_cur.mode())
             for key, value in agree.items():
                 metrics[f"drift/{key}/{probe}"] = value
     metrics["drift/expert_loglik"] = expert_loglik(cur, expert_obs, expert_actions)

@@ -12,13 +12,15 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 
 from testbed.config import EnvConfig
 
-# Observation components that are velocities, per env id (masked for partial observability).
-VELOCITY_INDICES: dict[str, list[int]] = {
+# The state each task hides from the learner under env.mask_velocity, as observation indices per env id: the
+# velocities, and parity's running result (the learner must then remember it; the expert still sees it).
+HIDDEN_INDICES: dict[str, list[int]] = {
     "CartPole-v1": [1, 3],  # cart velocity, pole angular velocity
     "Pendulum-v1": [2],  # angular velocity
     "LunarLander-v3": [2, 3, 5],  # vx, vy, angular velocity
     "Acrobot-v1": [4, 5],  # angular velocities of both links
     "MountainCar-v0": [1],  # car velocity
+    "testbed/Parity-v0": [2],  # the parity of the bits shown so far
 }
 
 # Seed ranges keep demonstration and evaluation episodes disjoint; training envs draw hashed seeds of their own
@@ -30,7 +32,7 @@ EVAL_SEED_BASE = 2_000_000
 
 
 class VelocityMask(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
-    """Zero the velocity components of the observation (the shape stays, the information goes)."""
+    """Zero the hidden components of the observation, HIDDEN_INDICES (the shape stays, the information goes)."""
 
     def __init__(self, env: gym.Env, indices: list[int]):
         # Recording the arguments lets gymnasium rebuild the wrapped env from its spec.
@@ -73,10 +75,21 @@ def _minigrid_full(env: gym.Env) -> gym.Env:
 
 WRAPPERS: dict[str, Callable[[gym.Env], gym.Env]] = {"minigrid_flat": _minigrid_flat, "minigrid_full": _minigrid_full}
 
+# What each planner (testbed/planners.py) needs to act on the observation alone: in words, and as a test.
+PLANNER_NEEDS: dict[str, tuple[str, Callable[[EnvConfig], bool]]] = {
+    "minigrid_doorkey": (
+        "a fully observed MiniGrid grid, env.wrapper=minigrid_full",
+        lambda cfg: cfg.wrapper == "minigrid_full",
+    ),
+    "parity": ("env.id='testbed/Parity-v0' (its query flag and parity)", lambda cfg: cfg.id == "testbed/Parity-v0"),
+}
+
 
 def _register_extra_envs() -> None:
-    # MiniGrid registers its ids on import.
+    # MiniGrid and the testbed's own tasks register their ids on import.
     import minigrid  # noqa: F401
+
+    import testbed.tasks  # noqa: F401
 
 
 def check_env_id(env_id: str) -> None:
@@ -103,12 +116,8 @@ def check_spaces(cfg: EnvConfig) -> None:
         )
     if not isinstance(act_space, gym.spaces.Discrete | gym.spaces.Box):
         raise ValueError(f"{where} has action space {act_space}: the testbed supports Discrete or Box actions only.")
-    full_grid = cfg.wrapper == "minigrid_full" and isinstance(act_space, gym.spaces.Discrete)
-    if cfg.expert_algo == "planner" and not full_grid:
-        raise ValueError(
-            f"env.expert_algo='planner' acts on a fully observed MiniGrid grid: env.id='{cfg.id}' needs "
-            f"env.wrapper=minigrid_full (it has {cfg.wrapper})."
-        )
+    if cfg.expert_algo == "planner":
+        check_planner_env(cfg)
     if cfg.expert_algo == "dqn" and not isinstance(act_space, gym.spaces.Discrete):
         raise ValueError(
             f"env.expert_algo='dqn' needs a Discrete action space, and env.id='{cfg.id}' has {act_space}; "
@@ -116,11 +125,21 @@ def check_spaces(cfg: EnvConfig) -> None:
         )
 
 
+def check_planner_env(cfg: EnvConfig) -> None:
+    """Fail early, naming env.expert_planner and env.id, when the planner cannot act on this env's observation."""
+    name = str(cfg.expert_planner)
+    if name not in PLANNER_NEEDS:
+        raise ValueError(f"env.expert_planner='{name}' is not one of {sorted(PLANNER_NEEDS)}")
+    needs, fits = PLANNER_NEEDS[name]
+    if not fits(cfg):
+        raise ValueError(f"env.expert_planner='{name}' needs {needs}; env.id='{cfg.id}' has env.wrapper={cfg.wrapper}.")
+
+
 def make_env(cfg: EnvConfig) -> gym.Env:
     """One env with the configured wrappers (unseeded: seed it through reset)."""
     check_env_id(cfg.id)
     kwargs: dict = {"max_episode_steps": cfg.max_episode_steps} if cfg.max_episode_steps else {}
-    env = gym.make(cfg.id, **kwargs)
+    env = gym.make(cfg.id, **kwargs, **cfg.kwargs)
     if cfg.wrapper is not None:
         if cfg.wrapper not in WRAPPERS:
             raise ValueError(f"Unknown env.wrapper '{cfg.wrapper}'; known: {sorted(WRAPPERS)}")
@@ -133,12 +152,14 @@ def make_env(cfg: EnvConfig) -> gym.Env:
 
 def env_key_fields(cfg: EnvConfig) -> dict:
     """The env settings that change what an env is (not its budgets or names): part of every cache key."""
-    return {
+    fields = {
         "id": cfg.id,
         "max_episode_steps": cfg.max_episode_steps,
         "wrapper": cfg.wrapper,
         "mask_velocity": cfg.mask_velocity,
     }
+    # Only when set, so the keys of envs made without kwargs (every cache made before them) stay as they were.
+    return {**fields, "kwargs": dict(cfg.kwargs)} if cfg.kwargs else fields
 
 
 def full_observation(cfg: EnvConfig) -> EnvConfig:
@@ -147,12 +168,12 @@ def full_observation(cfg: EnvConfig) -> EnvConfig:
 
 
 def hidden_indices(cfg: EnvConfig) -> list[int]:
-    """The observation components the learner does not see (none unless env.mask_velocity)."""
+    """The observation components the learner does not see (none unless env.mask_velocity): HIDDEN_INDICES."""
     if not cfg.mask_velocity:
         return []
-    if cfg.id not in VELOCITY_INDICES:
-        raise ValueError(f"env.mask_velocity: no velocity components known for '{cfg.id}'")
-    return list(VELOCITY_INDICES[cfg.id])
+    if cfg.id not in HIDDEN_INDICES:
+        raise ValueError(f"env.mask_velocity: no hidden components (velocities) known for '{cfg.id}'")
+    return list(HIDDEN_INDICES[cfg.id])
 
 
 def train_env_seeds(seed: int, n_envs: int) -> list[int]:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import gymnasium as gym
 import numpy as np
 
 from testbed.config import EnvConfig
@@ -12,6 +14,20 @@ from testbed.envs import EVAL_SEED_BASE, make_env
 
 # Maps a batch of observations (n, *obs_shape) to a batch of actions.
 ActFn = Callable[[np.ndarray], np.ndarray]
+
+
+class EpisodeAct(ABC):
+    """An act function with memory across an episode's steps (a recurrent policy): `run_episodes` says when its
+    episodes start and which are still running, so each episode keeps its own memory."""
+
+    @abstractmethod
+    def start(self, n: int) -> None:
+        """`n` episodes start: every memory is reset."""
+
+    @abstractmethod
+    def __call__(self, obs: np.ndarray, alive: np.ndarray) -> np.ndarray:
+        """Actions for episodes `alive` (indices in 0..n-1, ascending) at their observations `obs` (one row each),
+        advancing their memory by one step."""
 
 
 @dataclass(frozen=True)
@@ -55,21 +71,26 @@ def eval_seeds(episodes: int, seed: int = 0) -> list[int]:
     return [EVAL_SEED_BASE + 10_000 * seed + i for i in range(episodes)]
 
 
-def run_episodes(cfg: EnvConfig, act: ActFn, seeds: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Run one episode per seed, all envs stepped together so the policy sees one batch per step.
+def run_episodes(
+    cfg: EnvConfig, act: ActFn | EpisodeAct, seeds: list[int], env_fn: Callable[[], gym.Env] | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Run one episode per seed, all envs stepped together so the policy sees one batch per step; `env_fn` makes
+    each env (default: the task's, `make_env(cfg)`; a learner with memory acts in its own, testbed/memory.py).
 
     Returns the episodes' returns and lengths, and every observation acted on.
     """
-    envs = [make_env(cfg) for _ in seeds]
+    envs = [make_env(cfg) if env_fn is None else env_fn() for _ in seeds]
     obs = [env.reset(seed=s)[0] for env, s in zip(envs, seeds, strict=True)]
     returns = np.zeros(len(seeds))
     lengths = np.zeros(len(seeds), dtype=int)
     alive = list(range(len(seeds)))
     visited = []
+    if isinstance(act, EpisodeAct):
+        act.start(len(seeds))
     while alive:
         batch = np.stack([obs[i] for i in alive])
         visited.append(batch)
-        actions = act(batch)
+        actions = act(batch, np.asarray(alive)) if isinstance(act, EpisodeAct) else act(batch)
         still = []
         for i, action in zip(alive, actions, strict=True):
             obs[i], reward, terminated, truncated, _ = envs[i].step(action)
@@ -83,9 +104,15 @@ def run_episodes(cfg: EnvConfig, act: ActFn, seeds: list[int]) -> tuple[np.ndarr
     return returns, lengths, np.concatenate(visited)
 
 
-def evaluate(cfg: EnvConfig, act: ActFn, episodes: int, seed: int = 0) -> Capability:
-    """Capability of `act` over `episodes` fixed evaluation episodes."""
-    returns, lengths, visited = run_episodes(cfg, act, eval_seeds(episodes, seed))
+def evaluate(
+    cfg: EnvConfig,
+    act: ActFn | EpisodeAct,
+    episodes: int,
+    seed: int = 0,
+    env_fn: Callable[[], gym.Env] | None = None,
+) -> Capability:
+    """Capability of `act` over `episodes` fixed evaluation episodes (in `env_fn`'s envs, see run_episodes)."""
+    returns, lengths, visited = run_episodes(cfg, act, eval_seeds(episodes, seed), env_fn)
     success = None if cfg.success_return is None else float(np.mean(returns >= cfg.success_return))
     return Capability(returns=returns, lengths=lengths, success_rate=success, visited=visited)
 

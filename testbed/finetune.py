@@ -83,7 +83,10 @@ def count_updates(model: PPO) -> Iterator[UpdateCount]:
 
     def get_and_record(batch_size: int | None = None) -> Generator[RolloutBufferSamples, None, None]:
         for batch in buffer_get(batch_size):
-            count.batch = len(batch.advantages)  # one advantage per sample, whatever the observation space
+            # One advantage per sample, whatever the observation space; RecurrentPPO pads its sequences and
+            # masks the padding out of the loss, so there the samples are the mask's.
+            mask = getattr(batch, "mask", None)
+            count.batch = int(mask.sum()) if mask is not None else len(batch.advantages)
             yield batch
 
     def on_step(*_: Any) -> None:

@@ -17,18 +17,21 @@ from stable_baselines3.common.utils import set_random_seed
 
 from testbed import tracking
 from testbed.anchoring import attach_anchor, ppo_class
-from testbed.bc import BCResult, train_bc
+from testbed.bc import BCResult, BCTrainer, train_bc
 from testbed.cache import atomic_write, file_sha256
-from testbed.compute import StageCompute, actor_params, train_flops
+from testbed.compute import StageCompute, actor_params, forward_flops, train_flops
 from testbed.config import Config, scaled_rates, to_config
 from testbed.control import BCControl
 from testbed.demonstrations import Demonstrations, get_demonstrations
-from testbed.drift import checkpoint_drift, probe_sample
+from testbed.drift import checkpoint_drift, drift_table, probe_sample
 from testbed.envs import make_vec_env
-from testbed.evaluate import evaluate, policy_act
+from testbed.evaluate import ActFn, Capability, EpisodeAct, evaluate, policy_act
 from testbed.expert import Expert, get_expert, reference_returns
 from testbed.finetune import finetune
+from testbed.memory import fitted_action_dims, learner_demos, learner_env_fn, learner_vec_env
 from testbed.policy import build_ppo, snapshot
+from testbed.probes import memory_columns
+from testbed.recurrent import RecurrentAct, RecurrentBCTrainer, build_recurrent, recurrent_drift
 from testbed.results import (
     Artifact,
     BCStage,
@@ -95,8 +98,9 @@ def _run_stages(cfg: Config, results: ResultsFile, tracker: Tracker) -> None:
     results.record_expert(expert)
     demos = demos_stage(cfg, expert.expert)
     results.record_demos(demos)
-    model = build_ppo(cfg.env, make_vec_env(cfg.env, cfg.seed), cfg.seed, algo=ppo_class(cfg.rl.anchor))
-    bc = bc_stage(cfg, model, demos.demos, expert.references, folder)  # None for RL from scratch
+    model = build_learner(cfg)
+    learner = learner_demos(cfg, demos.demos)  # in the learner's own spaces (testbed/memory.py)
+    bc = bc_stage(cfg, model, learner, expert.references, folder)  # None for RL from scratch
     if bc is not None:
         results.record_bc(bc)
         tracker.log_bc(bc.result.curve)
@@ -108,9 +112,42 @@ def _run_stages(cfg: Config, results: ResultsFile, tracker: Tracker) -> None:
         results.add_checkpoint(row)
         tracker.log_checkpoint(row)
 
-    results.record_rl(rl_stage(cfg, model, demos.demos, expert.references, bc_compute, folder, record_checkpoint))
+    results.record_rl(rl_stage(cfg, model, learner, expert.references, bc_compute, folder, record_checkpoint))
     tracker.log_summary(results.data)
     tracker.log_artifacts(results.data["artifacts"])
+
+
+def build_learner(cfg: Config) -> PPO:
+    """The PPO agent BC trains into and RL fine-tunes: RecurrentPPO for policy=lstm, else SB3's PPO (or the
+    anchored subclass) in the learner's env (testbed/memory.py)."""
+    if cfg.policy.kind == "lstm":
+        return build_recurrent(cfg.env, cfg.policy, learner_vec_env(cfg, cfg.seed), cfg.seed)
+    venv = make_vec_env(cfg.env, cfg.seed) if cfg.policy.kind == "mlp" else learner_vec_env(cfg, cfg.seed)
+    return build_ppo(cfg.env, venv, cfg.seed, algo=ppo_class(cfg.rl.anchor))
+
+
+def learner_act(cfg: Config, policy: ActorCriticPolicy) -> ActFn | EpisodeAct:
+    """The act function evaluations run: a recurrent policy carries its state through each episode."""
+    if cfg.policy.kind == "lstm":
+        return RecurrentAct(policy, cfg.eval.deterministic)
+    return policy_act(policy, cfg.eval.deterministic)
+
+
+def learner_evaluate(cfg: Config, policy: ActorCriticPolicy) -> Capability:
+    """Capability of the learner's policy on the evaluation episodes, in its own env."""
+    env_fn = None if cfg.policy.kind == "mlp" else learner_env_fn(cfg)
+    return evaluate(cfg.env, learner_act(cfg, policy), cfg.eval.episodes, cfg.eval.seed, env_fn)
+
+
+def policy_columns(cfg: Config, policy: ActorCriticPolicy, refs: dict[str, float]) -> dict[str, Any]:
+    """The policy's size (actor parameters, FLOPs of one action), and with eval.memory_probe its memory's
+    readability (testbed/probes.py)."""
+    row: dict[str, Any] = {"policy/actor_params": actor_params(policy)}
+    row["policy/flops_per_step"] = forward_flops(row["policy/actor_params"], 1)
+    if cfg.eval.memory_probe:
+        t = time.perf_counter()
+        row |= memory_columns(cfg, lambda: learner_act(cfg, policy), refs) | {"memory/wall_s": time.perf_counter() - t}
+    return row
 
 
 def expert_stage(cfg: Config) -> ExpertStage:
@@ -149,11 +186,20 @@ def bc_stage(cfg: Config, model: PPO, demos: Demonstrations, refs: dict[str, flo
         cfg.seed,
         progress=cfg.progress,
         on_checkpoint=lambda r: rows.append(bc_checkpoint_row(cfg, model.policy, r, refs) | demo_columns),
+        trainer=bc_trainer(cfg, model.policy, demos),
     )
     bc_path = folder / "bc_policy.pt"
     atomic_write(bc_path, lambda f: torch.save(model.policy.state_dict(), f))
     compute = bc_compute(model.policy, bc)
     return BCStage(result=bc, policy=Artifact(bc_path, file_sha256(bc_path)), compute=compute, checkpoints=rows)
+
+
+def bc_trainer(cfg: Config, policy: ActorCriticPolicy, demos: Demonstrations) -> BCTrainer | RecurrentBCTrainer:
+    """BC over whole episodes with the state carried for an LSTM; a scratchpad without scratch supervision fits
+    the env's action components only."""
+    if cfg.policy.kind == "lstm":
+        return RecurrentBCTrainer(policy, demos, cfg.bc, cfg.policy, cfg.seed)
+    return BCTrainer(policy, demos, cfg.bc, cfg.seed, components=fitted_action_dims(cfg))
 
 
 def bc_compute(policy: ActorCriticPolicy, bc: BCResult) -> StageCompute:
@@ -169,7 +215,8 @@ def bc_checkpoint_row(cfg: Config, policy: ActorCriticPolicy, bc: BCResult, refs
     np_state = np.random.get_state()
     t = time.perf_counter()
     with torch.random.fork_rng(devices=[]):
-        cap = evaluate(cfg.env, policy_act(policy, cfg.eval.deterministic), cfg.eval.episodes, cfg.eval.seed)
+        cap = learner_evaluate(cfg, policy)
+        columns = policy_columns(cfg, policy, refs)
     np.random.set_state(np_state)
     compute = bc_compute(policy, bc)
     return (
@@ -177,6 +224,7 @@ def bc_checkpoint_row(cfg: Config, policy: ActorCriticPolicy, bc: BCResult, refs
         | {"bc/val_agreement": bc.val_agreement}
         | cap.row(refs["random_return"], refs["expert_return"])
         | {"eval/wall_s": time.perf_counter() - t}
+        | columns
         | StageCompute().as_dict("rl")
         | compute.as_dict("bc")
         | {"compute/total/flops": compute.flops}
@@ -249,11 +297,25 @@ def checkpoint_row(
     3. The BC work behind every checkpoint (zero from scratch).
     """
     t = time.perf_counter()
-    cap = evaluate(cfg.env, policy_act(model.policy, cfg.eval.deterministic), cfg.eval.episodes, cfg.eval.seed)
+    cap = learner_evaluate(cfg, model.policy)
     row: dict[str, Any] = cap.row(refs["random_return"], refs["expert_return"]) | {
         "eval/wall_s": time.perf_counter() - t
     }
-    if cfg.eval.drift:
+    row |= policy_columns(cfg, model.policy, refs)
+    if cfg.eval.drift and cfg.policy.kind == "lstm":
+        t = time.perf_counter()
+        metrics = recurrent_drift(
+            start_policy,
+            model.policy,
+            demos.observations,
+            demos.actions,
+            demos.episode_starts,
+            cfg.eval.probe_size,
+            cfg.seed,
+            cfg.eval.sparsity_tols,
+        )
+        row |= metrics | {"drift/wall_s": time.perf_counter() - t, "drift_table": drift_table(metrics, ["demo"])}
+    elif cfg.eval.drift:
         t = time.perf_counter()
         probes = {
             "demo": probe_sample(demos.observations, cfg.eval.probe_size, seed=cfg.seed),

@@ -1,8 +1,10 @@
-"""Exact experts that need no training (env.expert_algo=planner): a shortest-path planner per task.
+"""Exact experts that need no training (env.expert_algo=planner): one planner per task, acting on one flat
+observation and returning its action.
 
 A planner acts on the observation alone, so it needs a fully observed task: for MiniGrid, the `minigrid_full`
-wrapper's flattened (width x height x 3) grid encoding. Its identity is a hash of this file's source, so editing a
-planner re-keys every demonstration set and reference made with it.
+wrapper's flattened (width x height x 3) grid encoding; for parity, the full observation with its running result
+(envs.PLANNER_NEEDS says what each needs). Its identity is a hash of this file's source, so editing a planner
+re-keys every demonstration set and reference made with it.
 """
 
 from __future__ import annotations
@@ -80,7 +82,30 @@ def doorkey_action(grid: np.ndarray) -> int:
     return FORWARD if step is None else step
 
 
-PLANNERS: dict[str, Callable[[np.ndarray], int]] = {"minigrid_doorkey": doorkey_action}
+def square_grid(obs: np.ndarray, planner: str) -> np.ndarray:
+    """A flattened (side x side x 3) MiniGrid encoding back as its grid."""
+    side = int(round((obs.size / 3) ** 0.5))
+    if side * side * 3 != obs.size:
+        raise ValueError(f"planner '{planner}' needs a flattened square grid, got {obs.size} values")
+    return obs.reshape(side, side, 3)
+
+
+def minigrid_doorkey(obs: np.ndarray) -> int:
+    """doorkey_action on `minigrid_full`'s flattened grid."""
+    return doorkey_action(square_grid(obs, "minigrid_doorkey"))
+
+
+def parity_action(obs: np.ndarray) -> int:
+    """testbed/Parity-v0 (`[bit, query, parity]`): answer the parity at the query step, else 0.
+
+    Not the running parity on the showing steps, where any action does: those labels would hand each sub-result
+    to a learner that is meant to find them from the final answer alone.
+    """
+    return int(obs[2] > 0.5) if obs[1] > 0.5 else 0
+
+
+# Each acts on one flat observation row.
+PLANNERS: dict[str, Callable[[np.ndarray], int]] = {"minigrid_doorkey": minigrid_doorkey, "parity": parity_action}
 
 
 def source_sha256() -> str:
@@ -99,9 +124,5 @@ class PlannerModel:
 
     def predict(self, obs: np.ndarray, deterministic: bool = True) -> tuple[np.ndarray, None]:
         obs = np.asarray(obs)
-        batch = obs.reshape(-1, obs.shape[-1])
-        side = int(round((batch.shape[1] / 3) ** 0.5))
-        if side * side * 3 != batch.shape[1]:
-            raise ValueError(f"planner '{self.name}' needs a flattened square grid, got {batch.shape[1]} values")
-        actions = np.array([self.act(row.reshape(side, side, 3)) for row in batch])
+        actions = np.array([self.act(row) for row in obs.reshape(-1, obs.shape[-1])])
         return (actions if obs.ndim > 1 else actions[0]), None

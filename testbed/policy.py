@@ -83,8 +83,11 @@ def params_sha256(policy: torch.nn.Module) -> str:
 
 
 def actor_parameters(policy: ActorCriticPolicy) -> list[torch.nn.Parameter]:
-    """The parameters BC trains: actor body, action head and (continuous) log_std; never the critic."""
-    params = list(policy.mlp_extractor.policy_net.parameters()) + list(policy.action_net.parameters())
+    """The parameters BC trains: (a recurrent policy's actor LSTM,) actor body, action head and (continuous)
+    log_std; never the critic."""
+    lstm = getattr(policy, "lstm_actor", None)  # sb3-contrib's RecurrentActorCriticPolicy
+    params = list(lstm.parameters()) if isinstance(lstm, torch.nn.Module) else []
+    params += list(policy.mlp_extractor.policy_net.parameters()) + list(policy.action_net.parameters())
     if isinstance(getattr(policy, "log_std", None), torch.nn.Parameter):
         params.append(policy.log_std)
     params += list(policy.pi_features_extractor.parameters())
@@ -99,7 +102,17 @@ def rebuild(policy: ActorCriticPolicy) -> ActorCriticPolicy:
 
     The one call of SB3's private `_get_constructor_parameters`.
     """
-    return type(policy)(**policy._get_constructor_parameters())  # private SB3, pinned by requirements.lock
+    kwargs = policy._get_constructor_parameters()  # private SB3, pinned by requirements.lock
+    lstm = getattr(policy, "lstm_actor", None)
+    if isinstance(lstm, torch.nn.LSTM):  # sb3-contrib's recurrent policy leaves its LSTM's arguments out of them
+        kwargs |= {
+            "lstm_hidden_size": lstm.hidden_size,
+            "n_lstm_layers": lstm.num_layers,
+            "shared_lstm": policy.shared_lstm,  # type: ignore[attr-defined]
+            "enable_critic_lstm": policy.enable_critic_lstm,  # type: ignore[attr-defined]
+            "lstm_kwargs": policy.lstm_kwargs,  # type: ignore[attr-defined]
+        }
+    return type(policy)(**kwargs)
 
 
 def snapshot(policy: ActorCriticPolicy) -> ActorCriticPolicy:

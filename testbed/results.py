@@ -8,7 +8,7 @@ import logging
 import platform
 import tempfile
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from omegaconf import DictConfig, OmegaConf
 
 from testbed.cache import CacheError, atomic_create_json, atomic_write_json, content_hash, read_json
+from testbed.config import PolicyConfig
 
 if TYPE_CHECKING:  # types only: reading results (analysis, report) need not import torch
     from testbed.bc import BCResult
@@ -61,7 +62,14 @@ OPTIONAL_KEYS = ("voting",)
 
 # Settings added after results existed, left out of the hash at their neutral value (what every job did before
 # they existed), so earlier results keep their identity and a resumed sweep still skips them.
-_HASH_NEUTRAL: dict[str, Any] = {"bc.checkpoints": [], "eval.bc_control": False, "lr_rule": "fixed"}
+_HASH_NEUTRAL: dict[str, Any] = {
+    "bc.checkpoints": [],
+    "eval.bc_control": False,
+    "eval.memory_probe": False,
+    "lr_rule": "fixed",
+    "env.kwargs": {},
+    "policy": asdict(PolicyConfig()),  # the memoryless learner every result before policy= had
+}
 
 
 def config_hash(cfg: DictConfig) -> str:

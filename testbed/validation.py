@@ -6,6 +6,7 @@ from __future__ import annotations
 from testbed.config import SEED_RANGE, Config, DemosConfig, DemoSource
 from testbed.envs import DEMO_SEEDS_PER_SET, check_env_id, check_spaces
 from testbed.expert import check_expert_kwargs, load_user_expert_zip
+from testbed.memory import KINDS, scratch_bounds
 from testbed.policy import check_ppo_kwargs
 
 
@@ -26,6 +27,7 @@ def validate_job(cfg: Config) -> None:
             f"rl.critic_warmup_steps={cfg.rl.critic_warmup_steps}"
         )
     _check_anchor_and_voting(cfg)
+    _check_policy(cfg)
     _one_of("logger.backend", cfg.logger.backend, ("wandb", "none"))
     _one_of("logger.mode", cfg.logger.mode, ("offline", "online", "disabled"))
     if any(b < 0 for b in cfg.rl.budgets) or (cfg.rl.budget is not None and cfg.rl.budget < 0):
@@ -100,6 +102,32 @@ def _check_anchor_and_voting(cfg: Config) -> None:
         raise ValueError(f"rl.anchor.kind='{anchor.kind}' anchors to the BC policy and needs rl.init=bc")
     if voting.enabled and (cfg.rl.init != "bc" or not voting.ks or min(voting.ks) < 1):
         raise ValueError(f"voting needs rl.init=bc and voting.ks >= 1, got rl.init={cfg.rl.init}, ks={list(voting.ks)}")
+
+
+def _check_policy(cfg: Config) -> None:
+    """The learner's memory (policy=...): a known kind, positive sizes, and only the stages written for it."""
+    p = cfg.policy
+    _one_of("policy.kind", p.kind, KINDS)
+    for key, value, least in (
+        ("policy.frames", p.frames, 1),
+        ("policy.scratch_bins", p.scratch_bins, 2),
+        ("policy.lstm_hidden", p.lstm_hidden, 1),
+        ("policy.bc_seq_len", p.bc_seq_len, 1),
+        ("policy.bc_batch_episodes", p.bc_batch_episodes, 1),
+    ):
+        if value < least:
+            raise ValueError(f"{key} must be >= {least}, got {value}")
+    if p.kind == "mlp":
+        return
+    for key, on in (
+        ("rl.anchor.kind", cfg.rl.anchor.kind != "none"),
+        ("voting.enabled", cfg.voting.enabled),
+        ("eval.bc_control", cfg.eval.bc_control),
+    ):
+        if on:
+            raise ValueError(f"{key} is written for the feed-forward learner only, and policy.kind='{p.kind}'")
+    if p.kind == "scratchpad":
+        scratch_bounds(cfg.env)  # raises, naming the env, when it hides nothing or nothing bounded
 
 
 def _one_of(key: str, value: str, allowed: tuple[str, ...]) -> None:

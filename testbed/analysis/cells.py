@@ -40,6 +40,7 @@ FRONTIER_KEYS = (
     "eval.episodes",
     "eval.deterministic",
     "eval.seed",
+    "policy",  # each learner has its own frontier: CEG per learner is against its own imitation
 )
 # demos.seed in a cell's config where each job's demonstrations follow its seed (the default, `${seed}`).
 FOLLOWS_SEED = "${seed}"
@@ -77,6 +78,16 @@ def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[f"{prefix}{key}"] = value
     return out
+
+
+# _HASH_NEUTRAL by flat key (a group's neutral dict, `policy`, key by key, as flatten gives its values).
+_NEUTRAL_FLAT = {
+    key: value
+    for dotted, neutral in _HASH_NEUTRAL.items()
+    for key, value in (
+        flatten(neutral, f"{dotted}.") if isinstance(neutral, dict) and neutral else {dotted: neutral}
+    ).items()
+}
 
 
 def _without(flat: dict[str, Any], prefixes: Iterable[str]) -> dict[str, Any]:
@@ -121,9 +132,9 @@ def _demos_seed_follows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     configuration used that value with other seeds. Sets `demos_follow_seed` on every record.
     """
     # A setting added after some results existed is absent from theirs: at its neutral value it is the same cell.
+    neutral = _NEUTRAL_FLAT
     flats = [
-        {k: v for k, v in flatten(r["data"]["config"]).items() if k not in _HASH_NEUTRAL or v != _HASH_NEUTRAL[k]}
-        for r in records
+        {k: v for k, v in flatten(r["data"]["config"]).items() if k not in neutral or v != neutral[k]} for r in records
     ]
     config = [content_hash(_without(flat, (*_NOT_CELL, "demos.seed"))) for flat in flats]
     fixed = {
@@ -168,6 +179,7 @@ def _checkpoint_rows(rec: dict[str, Any]) -> list[dict[str, Any]]:
         "width": max(arch) if arch else None,  # the learner's widest hidden layer
         "depth": len(arch) if arch else None,  # its number of hidden layers
         "lr_rule": config.get("lr_rule", "fixed"),  # absent from results made before it existed: fixed
+        "policy": policy_label(config.get("policy") or {}),  # the learner's memory; absent before policy=: mlp
         "demos_seed": config["demos"].get("seed"),
         "demos_follow_seed": rec["demos_follow_seed"],
         "config_hash": data["config_hash"],
@@ -177,6 +189,13 @@ def _checkpoint_rows(rec: dict[str, Any]) -> list[dict[str, Any]]:
     return [
         ident | refs | {k: v for k, v in row.items() if not isinstance(v, list | dict)} for row in data["checkpoints"]
     ]
+
+
+def policy_label(policy: dict[str, Any]) -> str:
+    """The learner's memory as the memory study names it: the policy kind, `scratchpad_final` for a scratchpad
+    whose BC fitted the env's actions only."""
+    kind = str(policy.get("kind", "mlp"))
+    return "scratchpad_final" if kind == "scratchpad" and not policy.get("scratch_supervision", True) else kind
 
 
 def _layer_rows(rec: dict[str, Any]) -> list[dict[str, Any]]:

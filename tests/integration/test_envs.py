@@ -10,7 +10,7 @@ import pytest
 
 from testbed.config import to_config
 from testbed.demonstrations import get_demonstrations
-from testbed.envs import VELOCITY_INDICES
+from testbed.envs import HIDDEN_INDICES
 from testbed.expert import get_expert, reference_returns
 from testbed.pipeline import run
 from tests.conftest import CONF, make_cfg
@@ -56,7 +56,7 @@ def test_masked_job_imitates_the_full_observation_expert(cache_dir: Path, tmp_pa
     expert = get_expert(full_cfg)
     assert get_expert(masked_cfg).sha256 == expert.sha256, "one expert, trained on the whole state"
     full_demos, masked_demos = get_demonstrations(full_cfg, expert), get_demonstrations(masked_cfg, expert)
-    hidden = VELOCITY_INDICES["CartPole-v1"]
+    hidden = HIDDEN_INDICES["CartPole-v1"]
     assert np.all(masked_demos.observations[:, hidden] == 0.0)
     kept = np.delete(masked_demos.observations, hidden, axis=1)
     assert np.array_equal(kept, np.delete(full_demos.observations, hidden, axis=1))

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import psutil
@@ -17,8 +18,11 @@ from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig
 
+from testbed.analysis.cells import policy_label
 from testbed.cli import record_failure
+from testbed.compute import actor_params
 from testbed.config import to_config
+from testbed.pipeline import build_learner
 from testbed.results import config_hash, is_complete, run_name
 from testbed.sweep import MANIFEST, claim_dir, expand
 from testbed.validation import validate_job
@@ -387,3 +391,20 @@ def test_the_scale_preset_crosses_sizes_and_rules_on_one_expert_and_demonstratio
         }
         assert len(same) == 1, env
     assert len({run_name(c) for c in cfgs}) == len(cfgs) == 30
+
+
+def test_the_memory_preset_compares_five_learners_of_matched_size_on_four_tasks() -> None:
+    """experiment=memory: 4 tasks x 5 learners x (BC+RL from 16 demonstrations, BC only from 128) x 5 seeds, every
+    job probing its memory; within a task the learners' actors are within 10% of each other in parameters (the
+    issue's matched comparison), counted on the built policies."""
+    assert len(preset_jobs("memory")) == 4 * 5 * 2 * 5
+    cfgs = [to_config(make_cfg("experiment=memory", *job)) for job in preset_jobs("memory", "seed=0")]
+    assert all(c.eval.memory_probe and c.bc.checkpoints == [500] for c in cfgs)
+    assert len({run_name(c) for c in cfgs}) == len(cfgs) == 40
+    for task in ("parity8", "parity16", "parity64", "pendulum_masked"):
+        mine = [c for c in cfgs if c.env.name == task and c.demos.episodes == 16]
+        assert sorted(policy_label(asdict(c.policy)) for c in mine) == sorted(
+            ["mlp", "framestack", "scratchpad", "scratchpad_final", "lstm"]
+        )
+        sizes = [actor_params(build_learner(c).policy) for c in mine]
+        assert max(sizes) <= 1.1 * min(sizes), (task, sizes)

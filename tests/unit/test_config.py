@@ -20,6 +20,7 @@ from testbed.config import (
     DemoSource,
     EvalConfig,
     ExpertConfig,
+    PolicyConfig,
     RLConfig,
     VotingConfig,
     scaled_rates,
@@ -46,7 +47,17 @@ GROUP_SCHEMAS = {
 def test_every_conf_file_composes_and_validates(group: str, option: str) -> None:
     if group == "launcher":
         pytest.skip("launchers compose under hydra/launcher, tested with sweeps")
-    validate_job(make_job(f"{group}={option}"))
+    extra = ["env.mask_velocity=true"] if (group, option) == ("policy", "scratchpad") else []  # writes hidden state
+    validate_job(make_job(f"{group}={option}", *extra))
+
+
+def test_policy_mlp_file_is_the_schema_defaults() -> None:
+    """conf/policy/mlp.yaml (the default learner) writes out PolicyConfig's defaults; the other policy files set
+    only their kind (and the schema fills the rest)."""
+    assert OmegaConf.to_container(OmegaConf.load(CONF / "policy" / "mlp.yaml")) == asdict(PolicyConfig())
+    for path in (CONF / "policy").glob("*.yaml"):
+        assert set(OmegaConf.load(path)) <= {"kind"} or path.stem == "mlp", path
+        assert make_job(f"policy={path.stem}").policy.kind == path.stem
 
 
 def test_default_group_files_are_the_schema_defaults() -> None:

@@ -80,13 +80,27 @@ def test_the_readme_documents_every_checkpoint_column_of_a_job(fast_cfg) -> None
 
 
 def test_a_setting_at_its_neutral_value_hashes_as_before_it_existed() -> None:
-    """Settings added after results existed (bc.checkpoints, eval.bc_control, lr_rule): at their neutral values
+    """Settings added after results existed (bc.checkpoints, eval.bc_control, lr_rule, eval.memory_probe, env.kwargs,
+    the policy group): at their neutral values
     (what every earlier job did) they are left out of the hash, so earlier results keep their identity; any other
     value is hashed."""
     cfg = make_cfg("env=cartpole")
     data = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(data, dict)
     assert (data["bc"].pop("checkpoints"), data["eval"].pop("bc_control"), data.pop("lr_rule")) == ([], False, "fixed")
+    assert (data["eval"].pop("memory_probe"), data["env"].pop("kwargs"), data.pop("policy")["kind"]) == (
+        False,
+        {},
+        "mlp",
+    )
     assert config_hash(cfg) == content_hash({k: v for k, v in data.items() if k not in _NOT_HASHED})
-    for setting in ("bc.checkpoints=[500]", "eval.bc_control=true", "lr_rule=width"):
+    for setting in (
+        "bc.checkpoints=[500]",
+        "eval.bc_control=true",
+        "lr_rule=width",
+        "eval.memory_probe=true",
+        "policy=framestack",
+        "policy.frames=3",  # a policy setting other than the kind, at the mlp kind
+        "+env.kwargs.x=1",
+    ):
         assert config_hash(make_cfg("env=cartpole", setting)) != config_hash(cfg), setting
