@@ -21,8 +21,9 @@ BENCHMARKS: dict[str, str] = {
     "default_job": "benchmarks.default_job:main",  # cold/warm wall, peak RSS, eval+drift share of RL time
     "memory": "benchmarks.memory:main",  # peak RSS of one job per env (doorkey8, pendulum) against 1 GiB
     "width": "benchmarks.width:main",  # wall time of a width-1024 job (depth 2 and 4) against width 64
+    "learners": "benchmarks.learners:main",  # wall time of scratchpad and LSTM jobs against the MLP's (target <= 3x)
 }
-TAKES_OVERRIDES = {"bc_speed", "memory", "width"}
+TAKES_OVERRIDES = {"bc_speed", "memory", "width", "learners"}
 
 
 def load(name: str) -> Callable[..., dict[str, float]]:

@@ -4,6 +4,9 @@ to reach each capability level, and how readable its memory is.
 
 - `policy` is the learner's kind, `scratchpad_final` for a scratchpad whose BC fitted the env's actions only
   (analysis.cells reads both from the job's config; results made before `policy=` existed are mlp).
+- The learner's BC+RL cell gives every column but `bc@<demos>x<steps>` (its BC-only cells, BC step checkpoints
+  included: the other points of its own imitation frontier) and the CEG (cost-charged, at the largest budget,
+  against the learner's own frontier: analysis.cells puts `policy` among FRONTIER_KEYS).
 - Capability: the normalized score's IQM over seeds with gap.py's percentile bootstrap 95% CI (`gap.iqm_ci`).
 - Compute to a level: per seed, the total FLOPs (BC + RL) of the first checkpoint at or above the level, +inf
   (censored) where none is; over seeds the IQM with its CI, which stays finite while fewer than a quarter of the
@@ -16,6 +19,7 @@ to reach each capability level, and how readable its memory is.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -70,10 +74,10 @@ def _probe(rows: pd.DataFrame) -> tuple[str | None, pd.Series]:
 
 
 def _cell_row(g: pd.DataFrame, metric: str, budgets: list[float], n_resamples: int) -> dict[str, Any]:
-    """One learner on one task: every column of `memory_table`."""
+    """One learner's BC+RL cell on one task: every column of `memory_table` but the BC-only ones."""
     first = g.iloc[0]
-    row: dict[str, Any] = {"env": first["env"], "policy": first["policy"], "seeds": g["seed"].nunique()}
-    row["demos"] = first["demos"]
+    row: dict[str, Any] = {"env": first["env"], "policy": first["policy"], "cell": first["cell"]}
+    row |= {"seeds": g["seed"].nunique(), "demos": first["demos"], "grad_steps": first["grad_steps"]}
     row["actor_params"] = first.get("policy/actor_params", np.nan)
     row["flops_per_step"] = first.get("policy/flops_per_step", np.nan)
     by_step = {float(s): rows for s, rows in g.groupby("rl_steps")}
@@ -85,9 +89,9 @@ def _cell_row(g: pd.DataFrame, metric: str, budgets: list[float], n_resamples: i
         reach = pd.Series([_first_reach(s, level, metric) for _, s in g.groupby("seed")])
         row |= _iqm_columns(reach, f"flops_to_{level:g}", n_resamples)
         row[f"reached_{level:g}"] = int(np.isfinite(reach).sum())
-    last = max(by_step) if by_step else 0.0
+    row["rl_steps"] = last = max(by_step)
     for label, step in (("bc", 0.0), ("rl", last)):
-        rows = by_step.get(step, g.iloc[0:0])
+        rows = by_step[step]
         kind, values = _probe(rows)
         row["probe"] = kind or row.get("probe")
         row |= _iqm_columns(values, f"probe_{label}", n_resamples)
@@ -97,25 +101,54 @@ def _cell_row(g: pd.DataFrame, metric: str, budgets: list[float], n_resamples: i
     return row
 
 
+def _bc_only(cells: pd.DataFrame, metric: str, n_resamples: int) -> dict[str, Any]:
+    """The learner's BC-only cells (its imitation frontier's other points): `bc@<demos>x<steps>` IQM and CI."""
+    row: dict[str, Any] = {}
+    for (demos, steps), g in cells.groupby(["demos", "grad_steps"], sort=True):
+        row |= _iqm_columns(g.drop_duplicates("seed")[metric], f"bc@{int(demos)}x{int(steps)}", n_resamples)
+    return row
+
+
 def memory_table(
-    points: pd.DataFrame, metric: str = METRIC, n_resamples: int = stats.N_RESAMPLES
+    points: pd.DataFrame, ceg: pd.DataFrame | None = None, metric: str = METRIC, n_resamples: int = stats.N_RESAMPLES
 ) -> tuple[pd.DataFrame, list[float]]:
-    """One row per task (env) and learner from the study's rows (`study_points`), and the RL budgets of its
-    columns (every budget some BC+RL row of the study has). Raises ValueError where one learner on one task has
-    several cells (two settings under one name: report them apart)."""
+    """One row per task (env) and learner from the study's rows (`study_points`): its BC+RL cell, its BC-only
+    cells (`bc@<demos>x<steps>`: other demonstration counts and BC step checkpoints) and, from the CEG table
+    (`analysis.ceg_table`, each learner against its own frontier), the cost-charged CEG at the largest budget;
+    and the RL budgets of the columns. Raises ValueError where a learner has several BC+RL cells on a task (two
+    settings under one name: report them apart)."""
     pts = study_points(points)
     if pts.empty:
         return pd.DataFrame(), []
     budgets = sorted(float(b) for b in pts["rl_steps"].unique() if b > 0)
     rows = []
     for (env, policy), g in pts.groupby(["env", "policy"], sort=True):
-        if g["cell"].nunique() > 1:
-            raise ValueError(
-                f"{env}: learner '{policy}' has {g['cell'].nunique()} cells: {sorted(g['label'].unique())}"
-            )
-        g = g.drop_duplicates(["seed", "rl_steps"])
-        rows.append(_cell_row(g, metric, budgets, n_resamples))
+        with_rl = g.groupby("cell")["rl_steps"].transform("max") > 0
+        if g.loc[with_rl, "cell"].nunique() != 1:
+            cells = sorted(g.loc[with_rl, "label"].unique())
+            raise ValueError(f"{env}: learner '{policy}' needs one BC+RL cell, has {len(cells)}: {cells}")
+        main = g[with_rl].drop_duplicates(["seed", "rl_steps"])
+        rows.append(_cell_row(main, metric, budgets, n_resamples) | _bc_only(g[~with_rl], metric, n_resamples))
     table = pd.DataFrame(rows)
+    if ceg is not None and not ceg.empty:
+        gains = ceg[["cell", "rl_steps", *[c for c in ceg.columns if c.startswith("ceg")]]]
+        table = table.merge(gains, on=["cell", "rl_steps"], how="left")
     order = {p: i for i, p in enumerate(POLICY_ORDER)}
     table = table.sort_values(["env", "policy"], key=lambda s: s.map(order) if s.name == "policy" else s)
     return table.reset_index(drop=True), budgets
+
+
+@dataclass(frozen=True)
+class Memory:
+    """The memory study's table (`memory_table`) and the RL budgets of its columns."""
+
+    table: pd.DataFrame
+    budgets: list[float]
+
+
+def memory_analysis(
+    points: pd.DataFrame, ceg: pd.DataFrame | None = None, metric: str = METRIC, n_resamples: int = stats.N_RESAMPLES
+) -> Memory:
+    """The report's memory section: `memory_table` over the study's rows."""
+    table, budgets = memory_table(points, ceg, metric, n_resamples)
+    return Memory(table=table, budgets=budgets)

@@ -18,10 +18,12 @@ import pandas as pd
 from testbed import analysis
 from testbed.analysis import METRIC
 from testbed.analysis.gap import Gap, gap_analysis
+from testbed.analysis.memory import Memory, memory_analysis, studied
 from testbed.analysis.scale import Scale, scale_analysis, sizes_vary
 from testbed.report.figures import FIGURES, _save
 from testbed.report.gap import raw_tables
 from testbed.report.gap_figures import CROSS_ENV_FIGURES
+from testbed.report.memory import raw_tables as memory_raw_tables
 from testbed.report.pages import _summary, render_html, render_markdown
 from testbed.report.scale import raw_tables as scale_raw_tables
 from testbed.report.scale_figures import SCALE_FIGURES
@@ -53,6 +55,7 @@ class Report:
     demonstrations: dict[str, dict[str, Any]] = field(default_factory=dict)  # env -> which sets seeds cloned
     gap: Gap | None = None  # the cross-env gap study, where the report covers more than one env
     scale: Scale | None = None  # the scale study, where its BC+RL cells span more than one width
+    memory: Memory | None = None  # the memory study, where probed cells span more than one learner
 
     @property
     def html(self) -> Path:
@@ -101,6 +104,9 @@ def build(
         _draw(report, CROSS_ENV_FIGURES, report.gap, "cross_env", figures)
     if sizes_vary(sweep.points):  # the scale section: drift and CEG against the learner's size
         _scale_section(report, sweep.points, result.ceg, metric, n_resamples, figures)
+    if studied(sweep.points):  # the memory section: learners with different memory, task by task
+        report.memory = memory_analysis(sweep.points, result.ceg, metric, n_resamples)
+        report.tables |= memory_raw_tables(report.memory)
     for env in envs:
         for name, draw in FIGURES.items():
             if figures is not None and name not in figures:

@@ -16,6 +16,10 @@ from testbed.analysis import Analysis
 from testbed.report.figures import FIGURES
 from testbed.report.gap import INTRO, cross_env_tables, summary
 from testbed.report.gap_figures import CROSS_ENV_FIGURES
+from testbed.report.memory import INTRO as MEMORY_INTRO
+from testbed.report.memory import TITLE as MEMORY_TITLE
+from testbed.report.memory import memory_tables
+from testbed.report.memory import summary as memory_summary
 from testbed.report.scale import INTRO as SCALE_INTRO
 from testbed.report.scale import TITLE as SCALE_TITLE
 from testbed.report.scale import scale_tables
@@ -70,6 +74,9 @@ def render_html(folders: Sequence[Path], a: Analysis, report: Report) -> str:
         parts += [_html_table(*t) for t in sizes[:1]]
         parts += [_html_figure(name, path) for name, path in report.figures.items() if _scale(name)]
         parts += [_html_table(*t) for t in sizes[1:]]
+    if report.memory is not None:
+        parts.append(f"<h2>{html.escape(MEMORY_TITLE)}</h2><p>{html.escape(MEMORY_INTRO)}</p>")
+        parts += [_html_table(*t) for t in memory_tables(report.memory)]
     parts += [_html_figure(name, path) for name, path in report.figures.items() if _per_env(name)]
     parts += [_html_table(*t) for t in tables[1:]]
     parts.append(f"<h2>Method</h2><p>{METHOD.format(metric=_metric_label(a.metric), n=a.n_resamples)}</p>")
@@ -133,6 +140,9 @@ def render_markdown(folders: Sequence[Path], a: Analysis, report: Report) -> str
         lines += [_md_table(*t) for t in sizes[:1]]
         lines += [figure.format(n, p.name, _caption(n)) for n, p in report.figures.items() if _scale(n)]
         lines += [_md_table(*t) for t in sizes[1:]]
+    if report.memory is not None:
+        lines.append(f"## {MEMORY_TITLE}\n\n{MEMORY_INTRO}\n")
+        lines += [_md_table(*t) for t in memory_tables(report.memory)]
     lines += [figure.format(n, p.name, _caption(n)) for n, p in report.figures.items() if _per_env(n)]
     lines += [_md_table(*t) for t in tables[1:]]
     method = METHOD.format(metric=_metric_label(a.metric), n=a.n_resamples)
@@ -184,4 +194,5 @@ def _summary(folders: Sequence[Path], a: Analysis, report: Report) -> dict[str, 
     } | (
         ({"cross_env": summary(report.gap)} if report.gap is not None else {})
         | ({"scale": scale_summary(report.scale)} if report.scale is not None else {})
+        | ({"memory": memory_summary(report.memory)} if report.memory is not None else {})
     )  # NaN: null

@@ -10,7 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import memory, run, width
+from benchmarks import learners, memory, run, width
+from testbed.compute import actor_params
+from testbed.config import to_config
+from testbed.pipeline import build_learner
+from testbed.validation import validate_job
 from tests.conftest import make_cfg
 
 
@@ -18,7 +22,7 @@ from tests.conftest import make_cfg
     ("argv", "message"),
     [
         (["nope"], "unknown benchmark ['nope']"),
-        (["parallel", "env=cartpole"], "only apply to ['bc_speed', 'memory', 'width']"),
+        (["parallel", "env=cartpole"], "only apply to ['bc_speed', 'learners', 'memory', 'width']"),
     ],
 )
 def test_runner_rejects_bad_arguments(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -81,3 +85,15 @@ def test_width_ratios_are_over_the_width_64_job() -> None:
         "w1024_wall_s_over_w64": 3.0,
         "w1024_bc_s_over_w64": 4.0,
     }
+
+
+@pytest.mark.parametrize("task", list(learners.TASKS))
+def test_the_learner_jobs_compose_validate_and_match_in_size(task: str, tmp_path: Path) -> None:
+    """Each timed job is a valid job of its task and learner, at the preset's sizes (within 10% of the MLP's)."""
+    sizes = {}
+    for learner in learners.LEARNERS:
+        cfg = to_config(make_cfg(*learners.job_command(task, learner, tmp_path / learner)[3:]))
+        validate_job(cfg)
+        assert cfg.env.name == task and cfg.policy.kind == learner and list(cfg.rl.budgets) == [0, 8192]
+        sizes[learner] = actor_params(build_learner(cfg).policy)
+    assert max(sizes.values()) <= 1.1 * min(sizes.values()), sizes

@@ -25,6 +25,7 @@ from testbed.memory import (
 )
 from testbed.policy import build_ppo
 from testbed.probes import linear_probe
+from testbed.validation import validate_job
 from tests.conftest import make_job
 
 
@@ -186,3 +187,24 @@ def test_probe_accuracy_on_a_planted_bit_and_a_constant_memory() -> None:
 def test_probe_needs_two_episodes() -> None:
     with pytest.raises(ValueError, match="at least two episodes"):
         linear_probe(np.ones((5, 1)), np.ones((5, 1)), np.zeros(5, int))
+
+
+# ------------------------------------------------------------------------------------------------ refusals
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["policy.kind=lsmt"], r"policy.kind='lsmt' is not one of \['mlp', 'framestack', 'scratchpad', 'lstm'\]"),
+        (["policy=lstm", "rl.anchor.kind=bc_kl"], r"rl.anchor.kind is written for the feed-forward learner only"),
+        (["policy=framestack", "voting.enabled=true"], r"voting.enabled is written for the feed-forward learner"),
+        (["policy=scratchpad", "env.mask_velocity=true", "eval.bc_control=true"], r"eval.bc_control is written"),
+        (["policy=scratchpad"], r"env.id='Pendulum-v1' hides none: set env.mask_velocity=true"),
+        (["policy=framestack", "policy.frames=0"], r"policy.frames must be >= 1, got 0"),
+        (["policy=scratchpad", "env.mask_velocity=true", "policy.scratch_bins=1"], r"policy.scratch_bins must be >= 2"),
+        (["env=parity", "env.kwargs.n=0"], r"env.kwargs.n=0"),
+    ],
+)
+def test_a_bad_learner_setting_fails_before_anything_trains(overrides: list[str], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        validate_job(make_job(*overrides))

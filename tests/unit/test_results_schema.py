@@ -15,7 +15,7 @@ from tests.conftest import make_cfg
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 # README checkpoint columns that a discrete-action CartPole job cannot have.
-CONTINUOUS_ONLY = {"drift/action_abs_diff/<probe>"}
+CONTINUOUS_ONLY = {"drift/action_abs_diff/<probe>", "memory/probe_r2"}  # Box actions; a continuous hidden state
 
 
 def readme_tables(section: str) -> list[list[str]]:
@@ -65,14 +65,16 @@ def test_the_family_patterns_match_what_they_should() -> None:
 
 
 @pytest.mark.slow
-def test_the_readme_documents_every_checkpoint_column_of_a_job(fast_cfg) -> None:  # type: ignore[no-untyped-def]
-    """An anchored job with the BC control, so their columns are there too; each documented column appears, and no
-    other."""
+def test_the_readme_documents_every_checkpoint_column_of_a_job(fast_cfg, cache_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """An anchored job with the BC control, and a scratchpad's and an LSTM's job probing their memory (on parity, whose
+    expert needs no training), so all their columns are there too; each documented column appears, and no other."""
     documented = names(readme_tables("`results.json`")[1])
     patterns = {name: family(name) for name in documented}
-    columns = {
-        key for row in run(fast_cfg("rl.anchor.kind=bc_kl", "eval.bc_control=true"))["checkpoints"] for key in row
-    }
+    jobs = [fast_cfg("rl.anchor.kind=bc_kl", "eval.bc_control=true")]
+    for kind in ("scratchpad", "lstm"):
+        fast = ("debug=fast", "logger=none", f"cache_dir={cache_dir}", f"output_dir={tmp_path / kind}")
+        jobs.append(make_cfg("env=parity", "env.kwargs.n=3", "eval.memory_probe=true", f"policy={kind}", *fast))
+    columns = {key for cfg in jobs for row in run(cfg)["checkpoints"] for key in row}
     undocumented = {c for c in columns if not any(p.fullmatch(c) for p in patterns.values())}
     assert not undocumented, f"checkpoint columns missing from README.md: {sorted(undocumented)}"
     unused = {n for n, p in patterns.items() if not any(p.fullmatch(c) for c in columns)} - CONTINUOUS_ONLY
