@@ -8,6 +8,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -252,6 +253,14 @@ class BCTrainer:
         )
 
 
+class Trainer(Protocol):
+    """What train_bc drives: BCTrainer, or recurrent.RecurrentBCTrainer for a recurrent policy."""
+
+    def run_to(self, steps: int, bar: tqdm | None = None) -> None: ...
+
+    def result(self) -> BCResult: ...
+
+
 def train_bc(
     policy: ActorCriticPolicy,
     demos: Demonstrations,
@@ -259,7 +268,7 @@ def train_bc(
     seed: int,
     progress: bool = True,
     on_checkpoint: Callable[[BCResult], None] | None = None,
-    trainer: BCTrainer | None = None,
+    trainer: Trainer | None = None,
 ) -> BCResult:
     """Fit the actor to the demonstrations by NLL (+ optional entropy bonus and L2), in place (see BCTrainer).
 
@@ -268,7 +277,7 @@ def train_bc(
     (a scratchpad's fitting some action components, a recurrent policy's); by default BCTrainer(policy, demos, cfg,
     seed).
     """
-    trainer = trainer or BCTrainer(policy, demos, cfg, seed)
+    trainer = trainer if trainer is not None else BCTrainer(policy, demos, cfg, seed)
     stops = sorted({k for k in cfg.checkpoints if k < cfg.grad_steps} | {cfg.grad_steps})
     with tqdm(total=cfg.grad_steps, desc="bc", disable=not (progress and sys.stderr.isatty())) as bar:
         for k in stops:

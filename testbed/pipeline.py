@@ -6,18 +6,19 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 from omegaconf import DictConfig
+from sb3_contrib.common.recurrent.policies import RecurrentActorCriticPolicy
 from stable_baselines3 import PPO
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.utils import set_random_seed
 
 from testbed import tracking
 from testbed.anchoring import attach_anchor, ppo_class
-from testbed.bc import BCResult, BCTrainer, train_bc
+from testbed.bc import BCResult, BCTrainer, Trainer, train_bc
 from testbed.cache import atomic_write, file_sha256
 from testbed.compute import StageCompute, actor_params, forward_flops, train_flops
 from testbed.config import Config, scaled_rates, to_config
@@ -121,14 +122,15 @@ def build_learner(cfg: Config) -> PPO:
     """The PPO agent BC trains into and RL fine-tunes: RecurrentPPO for policy=lstm, else SB3's PPO (or the
     anchored subclass) in the learner's env (testbed/memory.py)."""
     if cfg.policy.kind == "lstm":
-        return build_recurrent(cfg.env, cfg.policy, learner_vec_env(cfg, cfg.seed), cfg.seed)
+        # RecurrentPPO is an OnPolicyAlgorithm like PPO, with the interface the stages use (policy, learn, save).
+        return cast(PPO, build_recurrent(cfg.env, cfg.policy, learner_vec_env(cfg, cfg.seed), cfg.seed))
     venv = make_vec_env(cfg.env, cfg.seed) if cfg.policy.kind == "mlp" else learner_vec_env(cfg, cfg.seed)
     return build_ppo(cfg.env, venv, cfg.seed, algo=ppo_class(cfg.rl.anchor))
 
 
 def learner_act(cfg: Config, policy: ActorCriticPolicy) -> ActFn | EpisodeAct:
     """The act function evaluations run: a recurrent policy carries its state through each episode."""
-    if cfg.policy.kind == "lstm":
+    if isinstance(policy, RecurrentActorCriticPolicy):
         return RecurrentAct(policy, cfg.eval.deterministic)
     return policy_act(policy, cfg.eval.deterministic)
 
@@ -194,10 +196,10 @@ def bc_stage(cfg: Config, model: PPO, demos: Demonstrations, refs: dict[str, flo
     return BCStage(result=bc, policy=Artifact(bc_path, file_sha256(bc_path)), compute=compute, checkpoints=rows)
 
 
-def bc_trainer(cfg: Config, policy: ActorCriticPolicy, demos: Demonstrations) -> BCTrainer | RecurrentBCTrainer:
+def bc_trainer(cfg: Config, policy: ActorCriticPolicy, demos: Demonstrations) -> Trainer:
     """BC over whole episodes with the state carried for an LSTM; a scratchpad without scratch supervision fits
     the env's action components only."""
-    if cfg.policy.kind == "lstm":
+    if isinstance(policy, RecurrentActorCriticPolicy):
         return RecurrentBCTrainer(policy, demos, cfg.bc, cfg.policy, cfg.seed)
     return BCTrainer(policy, demos, cfg.bc, cfg.seed, components=fitted_action_dims(cfg))
 
@@ -302,7 +304,8 @@ def checkpoint_row(
         "eval/wall_s": time.perf_counter() - t
     }
     row |= policy_columns(cfg, model.policy, refs)
-    if cfg.eval.drift and cfg.policy.kind == "lstm":
+    if cfg.eval.drift and isinstance(model.policy, RecurrentActorCriticPolicy):
+        assert isinstance(start_policy, RecurrentActorCriticPolicy)  # a snapshot of the same class
         t = time.perf_counter()
         metrics = recurrent_drift(
             start_policy,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -35,7 +36,10 @@ def _record(cfg: Config, episodes: int, seed: int) -> Demonstrations:
     env = make_env(full_observation(cfg.env))
     env.action_space.seed(seed)
     hidden = hidden_indices(cfg.env)
-    obs_all, actions, starts, rewards = [], [], [], []
+    obs_all: list[np.ndarray] = []
+    actions: list[np.ndarray] = []
+    starts: list[int] = []
+    rewards: list[float] = []
     for seed in demo_seeds(cfg.demos)[:episodes]:
         starts.append(len(actions))
         obs, _ = env.reset(seed=seed)
@@ -45,7 +49,7 @@ def _record(cfg: Config, episodes: int, seed: int) -> Demonstrations:
             obs_all.append(mask_observation(obs, hidden))
             actions.append(action)
             obs, reward, terminated, truncated, _ = env.step(action)
-            rewards.append(reward)
+            rewards.append(float(reward))
             done = terminated or truncated
     n = len(actions)
     return Demonstrations(
@@ -120,6 +124,7 @@ def test_scratchpad_bounds_and_refusals() -> None:
     cfg = make_job("env=pendulum", "env.mask_velocity=true", "policy=scratchpad")
     env = learner_env(cfg.env, cfg.policy)
     assert isinstance(env, Scratchpad)
+    assert isinstance(env.action_space, gym.spaces.Box)
     np.testing.assert_array_equal(env.action_space.low, [-2, -8])  # torque, then the velocity note
     with pytest.raises(ValueError, match="hides none: set env.mask_velocity=true"):
         learner_env(make_job("env=pendulum", "policy=scratchpad").env, cfg.policy)
@@ -147,9 +152,11 @@ def test_bc_on_the_env_action_components_leaves_the_scratch_head_alone() -> None
     actions = torch.randn(16, 2)
     nll, _ = nll_and_entropy(policy, obs, actions, components=1)
     nll.backward()
+    assert isinstance(policy.log_std, torch.nn.Parameter)
     grad = policy.log_std.grad  # gSDE (Pendulum's PPO): one column of log std per action dimension
     assert grad is not None and grad.shape[-1] == 2
     assert (grad[..., 1] == 0).all() and (grad[..., 0] != 0).any()
+    assert isinstance(policy.action_net, torch.nn.Linear)
     weight = policy.action_net.weight.grad
     assert weight is not None and (weight[1] == 0).all() and (weight[0] != 0).any()
     full, _ = nll_and_entropy(policy, obs, actions)

@@ -23,6 +23,7 @@ from testbed.policy import actor_parameters, snapshot
 from testbed.recurrent import (
     RecurrentAct,
     RecurrentBCTrainer,
+    SequenceLstmPolicy,
     actor_sequence,
     build_recurrent,
     distribution,
@@ -48,6 +49,12 @@ LSTM = PolicyConfig(kind="lstm", lstm_hidden=16, bc_seq_len=8, bc_batch_episodes
 
 def _model(seed: int = 0, policy_cfg: PolicyConfig = LSTM) -> RecurrentPPO:
     return build_recurrent(CARTPOLE, policy_cfg, make_vec_env(CARTPOLE, seed), seed)
+
+
+def _snapshot(policy: RecurrentActorCriticPolicy) -> RecurrentActorCriticPolicy:
+    frozen = snapshot(policy)
+    assert isinstance(frozen, RecurrentActorCriticPolicy)
+    return frozen
 
 
 def _policy(model: RecurrentPPO) -> RecurrentActorCriticPolicy:
@@ -333,7 +340,7 @@ def test_recurrent_drift_against_itself_and_an_lstm_change() -> None:
     shows in the actor's total (the LSTMs sit on their sides, none under `other/`), not the critic's, as rank 1."""
     policy, demos = _policy(_model()), _scripted_demos(episodes=3)
     args = (demos.observations, demos.actions, demos.episode_starts, 50, 0)
-    same = recurrent_drift(snapshot(policy), policy, *args)
+    same = recurrent_drift(_snapshot(policy), policy, *args)
     assert not any("/other/" in key for key in same)
     assert {"drift/weights/actor/lstm_actor/rel_change", "drift/weights/critic/lstm_critic/rel_change"} <= set(same)
     assert all(v == 0 for k, v in same.items() if k.endswith("/rel_change"))
@@ -341,7 +348,7 @@ def test_recurrent_drift_against_itself_and_an_lstm_change() -> None:
     assert same["drift/cka/demo/lstm"] == pytest.approx(1.0)
     assert same["drift/kl/demo"] == 0 and same["drift/agreement/demo"] == 1.0
     assert same["drift/expert_loglik"] == same["drift/expert_loglik_bc"] < 0
-    moved = snapshot(policy)
+    moved = _snapshot(policy)
     with torch.no_grad():
         moved.state_dict()["lstm_actor.weight_hh_l0"].add_(0.1)  # a rank-one update (state_dict shares storage)
     drift = recurrent_drift(policy, moved, *args)
@@ -357,10 +364,32 @@ def test_box_actions_train_log_std_and_drift_by_range() -> None:
     rng = np.random.default_rng(0)
     episodes = [(rng.normal(size=(n, 3)), rng.uniform(-2, 2, size=(n, 1))) for n in (20, 30, 25, 40)]
     demos = _demos([o for o, _ in episodes], [a.astype(np.float32) for _, a in episodes])
-    start = snapshot(policy)
+    start = _snapshot(policy)
     RecurrentBCTrainer(policy, demos, BCConfig(grad_steps=10), LSTM, seed=0).run_to(10)
     assert any(p is policy.log_std for p in actor_parameters(policy))
     drift = recurrent_drift(start, policy, demos.observations, demos.actions, demos.episode_starts, 50, 0)
     # log_std starts at 0: its rel_change is undefined (nan), and any change counts as moved.
     assert drift["drift/weights/actor/log_std/moved@1e-03"] == 1.0 and drift["drift/weights/critic/rel_change"] == 0
     assert drift["drift/action_abs_diff/demo"] > 0
+
+
+def test_one_lstm_call_per_sequence_is_sb3_contribs_stepwise_computation() -> None:
+    """SequenceLstmPolicy._process_sequence equals sb3-contrib's own (the per-step loop) on sequences that start an
+    episode only at their first step, some from a carried state; a start inside a sequence takes sb3-contrib's path."""
+    torch.manual_seed(0)
+    lstm = torch.nn.LSTM(3, 5)
+    n_seq, steps = 4, 7
+    features = torch.randn(n_seq * steps, 3)
+    states = (torch.randn(1, n_seq, 5), torch.randn(1, n_seq, 5))
+    starts = torch.zeros(n_seq, steps)
+    starts[[0, 2], 0] = 1.0  # sequences 0 and 2 begin an episode; 1 and 3 continue one
+    ours = SequenceLstmPolicy._process_sequence(features, states, starts.flatten(), lstm)
+    theirs = RecurrentActorCriticPolicy._process_sequence(features, states, starts.flatten(), lstm)
+    torch.testing.assert_close(ours[0], theirs[0], rtol=0, atol=1e-6)
+    torch.testing.assert_close(ours[1][0], theirs[1][0], rtol=0, atol=1e-6)
+    torch.testing.assert_close(ours[1][1], theirs[1][1], rtol=0, atol=1e-6)
+    starts[1, 3] = 1.0  # an episode starting inside a sequence
+    inside = SequenceLstmPolicy._process_sequence(features, states, starts.flatten(), lstm)
+    assert torch.equal(
+        inside[0], RecurrentActorCriticPolicy._process_sequence(features, states, starts.flatten(), lstm)[0]
+    )
