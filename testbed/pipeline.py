@@ -32,7 +32,8 @@ from testbed.finetune import finetune
 from testbed.memory import fitted_action_dims, learner_demos, learner_env_fn, learner_vec_env
 from testbed.policy import build_ppo, snapshot
 from testbed.probes import memory_columns
-from testbed.recurrent import RecurrentAct, RecurrentBCTrainer, build_recurrent, recurrent_drift
+from testbed.recurrent import RecurrentAct, build_recurrent, recurrent_drift
+from testbed.recurrent_bc import RecurrentBCTrainer
 from testbed.results import (
     Artifact,
     BCStage,

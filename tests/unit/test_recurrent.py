@@ -22,7 +22,6 @@ from testbed.evaluate import eval_seeds, evaluate
 from testbed.policy import actor_parameters, snapshot
 from testbed.recurrent import (
     RecurrentAct,
-    RecurrentBCTrainer,
     SequenceLstmPolicy,
     actor_sequence,
     build_recurrent,
@@ -31,9 +30,9 @@ from testbed.recurrent import (
     hidden_trace,
     pad_episodes,
     recurrent_drift,
-    split_episodes,
     zero_state,
 )
+from testbed.recurrent_bc import RecurrentBCTrainer, split_episodes
 
 # CartPole without its velocities: the learner needs memory. One env and tiny rollouts keep learn() quick.
 CARTPOLE = EnvConfig(
