@@ -139,7 +139,12 @@ def make_env(cfg: EnvConfig) -> gym.Env:
     """One env with the configured wrappers (unseeded: seed it through reset)."""
     check_env_id(cfg.id)
     kwargs: dict = {"max_episode_steps": cfg.max_episode_steps} if cfg.max_episode_steps else {}
-    env = gym.make(cfg.id, **kwargs, **cfg.kwargs)
+    try:
+        env = gym.make(cfg.id, **kwargs, **cfg.kwargs)
+    except TypeError as exc:  # an argument the env does not take, e.g. parity's n left over after env.id=...
+        if not cfg.kwargs:
+            raise
+        raise ValueError(f"env.kwargs={dict(cfg.kwargs)} do not fit env.id='{cfg.id}': {exc}") from exc
     if cfg.wrapper is not None:
         if cfg.wrapper not in WRAPPERS:
             raise ValueError(f"Unknown env.wrapper '{cfg.wrapper}'; known: {sorted(WRAPPERS)}")

@@ -210,6 +210,7 @@ def test_probe_needs_two_episodes() -> None:
         (["policy=framestack", "policy.frames=0"], r"policy.frames must be >= 1, got 0"),
         (["policy=scratchpad", "env.mask_velocity=true", "policy.scratch_bins=1"], r"policy.scratch_bins must be >= 2"),
         (["env=parity", "env.kwargs.n=0"], r"env.kwargs.n=0"),
+        (["env=parity", "env.id=CartPole-v1"], r"env.kwargs=\{'n': 16\} do not fit env.id='CartPole-v1'"),
     ],
 )
 def test_a_bad_learner_setting_fails_before_anything_trains(overrides: list[str], message: str) -> None:
