@@ -219,6 +219,7 @@ def bc_checkpoint_row(cfg: Config, policy: ActorCriticPolicy, bc: BCResult, refs
     t = time.perf_counter()
     with torch.random.fork_rng(devices=[]):
         cap = learner_evaluate(cfg, policy)
+        eval_s = time.perf_counter() - t
         columns = policy_columns(cfg, policy, refs)
     np.random.set_state(np_state)
     compute = bc_compute(policy, bc)
@@ -226,7 +227,7 @@ def bc_checkpoint_row(cfg: Config, policy: ActorCriticPolicy, bc: BCResult, refs
         {"rl_steps": 0, "bc/grad_steps": bc.grad_steps, "bc/train_nll": bc.train_nll, "bc/val_nll": bc.val_nll}
         | {"bc/val_agreement": bc.val_agreement}
         | cap.row(refs["random_return"], refs["expert_return"])
-        | {"eval/wall_s": time.perf_counter() - t}
+        | {"eval/wall_s": eval_s}
         | columns
         | StageCompute().as_dict("rl")
         | compute.as_dict("bc")

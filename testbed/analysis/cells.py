@@ -121,7 +121,9 @@ def _label_cells(records: list[dict[str, Any]]) -> None:
         for r in group:
             keys = [k for k in varying if k in r["flat"]]
             r["label"] = " ".join([str(r["data"]["variant"]), *(f"{k}={_short(r['flat'][k])}" for k in keys)])
-            r["frontier"] = " ".join([env, *(f"{k}={_short(r['frontier_flat'][k])}" for k in frontier_varying)])
+            # A key absent from a record is at its neutral value there (left out by _demos_seed_follows).
+            values = {k: r["frontier_flat"].get(k, _NEUTRAL_FLAT.get(k)) for k in frontier_varying}
+            r["frontier"] = " ".join([env, *(f"{k}={_short(v)}" for k, v in values.items())])
 
 
 def _demos_seed_follows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:

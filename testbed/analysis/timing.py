@@ -14,7 +14,8 @@ their stages, not the waiting):
    A job still running counts up to its last results.json write.
 2. Inside a job, from results.json: expert, demonstrations, BC and voting are their `timings`; PPO is the last
    checkpoint's `compute/rl/wall_s` (critic warm-up included), evaluation and drift the sums of the checkpoints'
-   `eval/wall_s` (BC checkpoints' included) and `drift/wall_s`, the BC control the sum of `control/wall_s`. The
+   `eval/wall_s` (BC checkpoints' included) and `drift/wall_s`, the BC control the sum of `control/wall_s`, the
+   memory probes the sum of `memory/wall_s` (BC checkpoints' included). The
    rest of `timings.rl_total_s` is RL bookkeeping: the checkpoint rows, rewriting results.json after each,
    tracking them, saving final_model.zip.
    The rest of the job's time is job setup and the rest: Hydra's job setup, validation, claiming results.json,
@@ -62,6 +63,7 @@ IN_JOBS = {
     "evaluation": "evaluation (eval/wall_s)",
     "drift": "drift (drift/wall_s)",
     "control": "BC control (control/wall_s)",
+    "memory": "memory probes (memory/wall_s)",
     "rl_bookkeeping": "RL bookkeeping: rows, results.json, final save",
     "job_rest": "job setup and the rest",
 }
@@ -225,8 +227,10 @@ def stage_seconds(data: dict[str, Any]) -> dict[str, float]:
     stages["evaluation"] = rl_evaluation + sum(float(r.get("eval/wall_s", 0.0)) for r in bc_rows)
     stages["drift"] = sum(float(r.get("drift/wall_s", 0.0)) for r in rows)
     stages["control"] = sum(float(r.get("control/wall_s", 0.0)) for r in rows)  # eval.bc_control
+    rl_memory = sum(float(r.get("memory/wall_s", 0.0)) for r in rows)  # eval.memory_probe
+    stages["memory"] = rl_memory + sum(float(r.get("memory/wall_s", 0.0)) for r in bc_rows)
     if "rl_total_s" in timings:  # a running job's RL rest stays in the job's rest
-        in_rl = stages["ppo"] + rl_evaluation + stages["drift"] + stages["control"]
+        in_rl = stages["ppo"] + rl_evaluation + stages["drift"] + stages["control"] + rl_memory
         stages["rl_bookkeeping"] = float(timings["rl_total_s"]) - in_rl
     return stages
 

@@ -5,6 +5,7 @@ their memory is, a scratchpad's causal check). Shown when the folders hold probe
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pandas as pd
@@ -66,15 +67,22 @@ def _row(r: pd.Series, budgets: list[float], bc_only: list[str]) -> dict[str, An
     return row
 
 
+def _natural(name: str) -> list[Any]:
+    """parity8 before parity16: digit runs compare as numbers."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
 def memory_tables(m: Memory) -> list[Table]:
     """(title, note, table of strings) per task, in the order of the table."""
     tables = []
-    for env, g in m.table.groupby("env", sort=True):
+    envs = sorted(m.table["env"].unique(), key=_natural)
+    for env, g in ((e, m.table[m.table["env"] == e]) for e in envs):
+        budgets = [b for b in m.budgets if g[f"score@{int(b)}"].notna().any()]  # this task's own budgets
         bc_only = sorted(
             {c for c in g.columns if c.startswith("bc@") and not c.endswith(("_ci_low", "_ci_high"))},
             key=lambda c: [int(x) for x in c.removeprefix("bc@").split("x")],
         )
-        rows = pd.DataFrame([_row(r, m.budgets, bc_only) for _, r in g.iterrows()])
+        rows = pd.DataFrame([_row(r, budgets, bc_only) for _, r in g.iterrows()])
         note = f"{int(g['seeds'].max())} seeds; RL budgets in env steps; BC-only columns: the learner's other BC cells."
         tables.append((f"Memory: {env}", note, rows))
     return tables

@@ -106,6 +106,7 @@ IN_JOB_CORE_S = {
     "evaluation": 18.5,
     "drift": 1.5,
     "control": 0.0,  # no job ran the BC control
+    "memory": 0.0,  # nor the memory probes
     "rl_bookkeeping": 12.0,
     "job_rest": 21.25,
 }
@@ -212,15 +213,16 @@ def test_a_wall_shorter_than_the_jobs_is_flagged(sweep: Path) -> None:
     assert not any("shorter" in n for n in sweep_timing(sweep, wall_s=WALL).notes)
 
 
-def test_bc_checkpoint_evaluations_and_the_control_are_not_rl_bookkeeping() -> None:
+def test_bc_checkpoint_evaluations_the_control_and_the_probes_are_not_rl_bookkeeping() -> None:
     data = {
         "timings": {"bc_s": 5.0, "rl_total_s": 30.0},
-        "bc": {"checkpoints": [{"eval/wall_s": 1.5}, {"eval/wall_s": 2.0}]},
+        "bc": {"checkpoints": [{"eval/wall_s": 1.5}, {"eval/wall_s": 2.0, "memory/wall_s": 0.5}]},
         "checkpoints": [
-            {"compute/rl/wall_s": 0.0, "eval/wall_s": 4.0, "drift/wall_s": 0.25},
+            {"compute/rl/wall_s": 0.0, "eval/wall_s": 4.0, "drift/wall_s": 0.25, "memory/wall_s": 1.0},
             {"compute/rl/wall_s": 16.0, "eval/wall_s": 4.5, "drift/wall_s": 0.25, "control/wall_s": 3.0},
         ],
     }
     stages = stage_seconds(data)
     assert stages["evaluation"] == 4.0 + 4.5 + 1.5 + 2.0 and stages["control"] == 3.0
-    assert stages["rl_bookkeeping"] == 30.0 - 16.0 - 8.5 - 0.5 - 3.0
+    assert stages["memory"] == 1.0 + 0.5
+    assert stages["rl_bookkeeping"] == 30.0 - 16.0 - 8.5 - 0.5 - 3.0 - 1.0
