@@ -393,15 +393,15 @@ def test_the_scale_preset_crosses_sizes_and_rules_on_one_expert_and_demonstratio
     assert len({run_name(c) for c in cfgs}) == len(cfgs) == 30
 
 
-def test_the_memory_preset_compares_five_learners_of_matched_size_on_five_tasks() -> None:
-    """experiment=memory: 5 tasks x 5 learners x (BC+RL from 16 demonstrations, BC only from 128) x 5 seeds, every
+def test_the_memory_preset_compares_five_learners_of_matched_size_on_four_tasks() -> None:
+    """experiment=memory: 4 tasks x 5 learners x (BC+RL from 16 demonstrations, BC only from 128) x 5 seeds, every
     job probing its memory; within a task the learners' actors are within 10% of each other in parameters (the
     issue's matched comparison), counted on the built policies."""
-    assert len(preset_jobs("memory")) == 5 * 5 * 2 * 5
+    assert len(preset_jobs("memory")) == 4 * 5 * 2 * 5
     cfgs = [to_config(make_cfg("experiment=memory", *job)) for job in preset_jobs("memory", "seed=0")]
     assert all(c.eval.memory_probe and c.bc.checkpoints == [500] for c in cfgs)
-    assert len({run_name(c) for c in cfgs}) == len(cfgs) == 50
-    for task in ("parity8", "parity16", "parity64", "pendulum_masked", "acrobot_masked"):
+    assert len({run_name(c) for c in cfgs}) == len(cfgs) == 40
+    for task in ("parity8", "parity16", "parity64", "pendulum_masked"):
         mine = [c for c in cfgs if c.env.name == task and c.demos.episodes == 16]
         assert sorted(policy_label(asdict(c.policy)) for c in mine) == sorted(
             ["mlp", "framestack", "scratchpad", "scratchpad_final", "lstm"]
