@@ -105,8 +105,11 @@ def build(
     if sizes_vary(sweep.points):  # the scale section: drift and CEG against the learner's size
         _scale_section(report, sweep.points, result.ceg, metric, n_resamples, figures)
     if studied(sweep.points):  # the memory section: learners with different memory, task by task
-        report.memory = memory_analysis(sweep.points, result.ceg, metric, n_resamples)
-        report.tables |= memory_raw_tables(report.memory)
+        try:
+            report.memory = memory_analysis(sweep.points, result.ceg, metric, n_resamples)
+            report.tables |= memory_raw_tables(report.memory)
+        except ValueError as exc:  # one learner with two BC+RL cells on a task: report them apart
+            log.warning("the memory section is left out: %s", exc)
     for env in envs:
         for name, draw in FIGURES.items():
             if figures is not None and name not in figures:
