@@ -13,6 +13,7 @@ from typing import Protocol
 import numpy as np
 import torch
 import torch.nn.functional as F
+from gymnasium import spaces
 from stable_baselines3.common.distributions import (
     CategoricalDistribution,
     DiagGaussianDistribution,
@@ -137,9 +138,15 @@ def agreement_with_demos(
     pred = policy.get_distribution(obs).mode()
     if components is not None:
         pred, actions = pred[:, :components], actions[:, :components]
+    return actions_agree(policy.action_space, pred, actions)
+
+
+def actions_agree(space: spaces.Space, pred: torch.Tensor, actions: torch.Tensor) -> float:
+    """`bc.val_agreement`'s comparison of predicted and demonstrated actions: equal; Box unclipped, every dim (of
+    the first pred.shape[-1]) within BC_AGREEMENT_RANGE_FRACTION of the range."""
     if pred.dtype.is_floating_point:
-        span = torch.as_tensor(policy.action_space.high - policy.action_space.low)  # type: ignore[attr-defined]
-        span = span[: pred.shape[-1]]
+        assert isinstance(space, spaces.Box)
+        span = torch.as_tensor(space.high - space.low, dtype=pred.dtype)[: pred.shape[-1]]
         return float(((pred - actions).abs() <= BC_AGREEMENT_RANGE_FRACTION * span).all(dim=-1).float().mean())
     return float((pred == actions.reshape(pred.shape)).float().mean())
 

@@ -28,6 +28,7 @@ from testbed.envs import (
     DEMO_SEED_BASE,
     DEMO_SEEDS_PER_SET,
     TrainVecEnv,
+    VelocityMask,
     full_observation,
     hidden_indices,
     make_env,
@@ -37,32 +38,18 @@ from testbed.envs import (
 KINDS = ("mlp", "framestack", "scratchpad", "lstm")
 
 
-class HiddenState(gym.Wrapper, gym.utils.RecordConstructorArgs):
-    """Masks the hidden components of a full-observation env, as env.mask_velocity does, and keeps their true
-    values of the latest observation in `hidden` (what a probe or an overwritten scratchpad is compared with)."""
+class HiddenState(VelocityMask):
+    """Masks the hidden components of a full-observation env, as env.mask_velocity does (the same wrapper), and
+    keeps their true values of the latest observation in `hidden` (what a probe or an overwritten scratchpad is
+    compared with)."""
 
     def __init__(self, env: gym.Env, indices: list[int]):
-        gym.utils.RecordConstructorArgs.__init__(self, indices=[int(i) for i in indices])
-        gym.Wrapper.__init__(self, env)
-        self.indices = np.asarray(indices, dtype=int)
-        space = env.observation_space
-        assert isinstance(space, gym.spaces.Box)
-        low, high = space.low.copy(), space.high.copy()
-        low[self.indices], high[self.indices] = 0.0, 0.0
-        self.observation_space = gym.spaces.Box(low, high, dtype=space.dtype)  # type: ignore[arg-type]
+        super().__init__(env, indices)
         self.hidden = np.zeros(len(indices), dtype=np.float64)
 
-    def _observe(self, obs: np.ndarray) -> np.ndarray:
-        self.hidden = np.asarray(obs, dtype=np.float64)[self.indices]
-        return mask_observation(obs, self.indices)
-
-    def reset(self, **kwargs: Any) -> tuple[np.ndarray, dict]:
-        obs, info = self.env.reset(**kwargs)
-        return self._observe(obs), info
-
-    def step(self, action: Any) -> tuple[np.ndarray, Any, bool, bool, dict]:
-        obs, reward, terminated, truncated, info = self.env.step(action)
-        return self._observe(obs), reward, terminated, truncated, info
+    def observation(self, observation: np.ndarray) -> np.ndarray:
+        self.hidden = np.asarray(observation, dtype=np.float64)[self.indices]
+        return super().observation(observation)
 
 
 class FlatFrameStack(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):

@@ -17,7 +17,7 @@ from sb3_contrib.common.recurrent.policies import RecurrentActorCriticPolicy
 from stable_baselines3.common.distributions import CategoricalDistribution
 from tqdm.auto import tqdm
 
-from testbed.bc import BC_AGREEMENT_RANGE_FRACTION, BCResult, split
+from testbed.bc import BCResult, actions_agree, split
 from testbed.config import BCConfig, PolicyConfig
 from testbed.demonstrations import Demonstrations
 from testbed.policy import actor_parameters
@@ -41,16 +41,6 @@ def _nll_and_entropy(
     dist_entropy = dist.entropy()
     assert dist_entropy is not None  # every SB3 distribution of a PPO policy has a closed-form entropy
     return -dist.log_prob(actions).mean(), dist_entropy.mean()
-
-
-def _agreement(space: spaces.Space, pred: torch.Tensor, actions: torch.Tensor) -> float:
-    """bc.agreement_with_demos's comparison: equal actions; Box unclipped, every dim within
-    BC_AGREEMENT_RANGE_FRACTION (5%) of the range."""
-    if pred.dtype.is_floating_point:
-        assert isinstance(space, spaces.Box)
-        span = torch.as_tensor(space.high - space.low, dtype=pred.dtype)
-        return float(((pred - actions).abs() <= BC_AGREEMENT_RANGE_FRACTION * span).all(dim=-1).float().mean())
-    return float((pred == actions.reshape(pred.shape)).float().mean())
 
 
 def split_episodes(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -208,7 +198,7 @@ class RecurrentBCTrainer:
         latent, _ = actor_sequence(self.policy, self.val_obs, zero_state(self.policy, self.val_obs.shape[1]))
         dist = distribution(self.policy, latent[self.val_mask])
         actions = self.val_actions[self.val_mask]
-        return float(-dist.log_prob(actions).mean()), _agreement(self.policy.action_space, dist.mode(), actions)
+        return float(-dist.log_prob(actions).mean()), actions_agree(self.policy.action_space, dist.mode(), actions)
 
     def _train_nll(self) -> float:
         """The mean training NLL since the last curve row, as a run ending here would log it."""
